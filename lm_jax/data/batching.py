@@ -1,0 +1,71 @@
+"""batchify and the truncated-BPTT windows of the reference, with static shapes for jit.
+
+The stream of ids is cut into B contiguous columns (`batchify`). Window k starts at row
+`start = k * bptt`; its inputs are rows start..start+L-1 and its targets rows start+1..start+L,
+with L = min(bptt, rows - 1 - start). Inside jit every window is sliced at a fixed length
+`max_len` from a copy of the data padded with `max_len` extra rows, so a short window (the last
+one, or any window of variable-length BPTT) is the same program: positions t >= L are masked out
+of the loss and the hidden state stops at step L.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.errors import UserError
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+  """[N] -> [N // B, B]: column j is the j-th contiguous slice; the tail that does not fill B is dropped."""
+  rows = len(ids) // batch_size
+  return np.asarray(ids[: rows * batch_size], dtype=np.int32).reshape(batch_size, rows).T
+
+
+def window_bounds(rows: int, bptt: int) -> list[tuple[int, int]]:
+  """(start, length) of each non-overlapping window over `rows` batchified rows."""
+  return [(start, min(bptt, rows - 1 - start)) for start in range(0, rows - 1, bptt)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSplit:
+  """A batchified split placed on the device once, padded for fixed-length slicing."""
+
+  padded_TxB: jax.Array  # rows + max_len rows; the padding is never scored
+  rows: int               # batchified rows before padding
+  max_len: int            # static window length used inside jit
+
+  @property
+  def batch_size(self) -> int:
+    return self.padded_TxB.shape[1]
+
+  @property
+  def num_tokens_scored(self) -> int:
+    return (self.rows - 1) * self.batch_size
+
+
+def put_on_device(ids: np.ndarray, batch_size: int, max_len: int, name: str = "data",
+                  sharding: jax.sharding.Sharding | None = None) -> DeviceSplit:
+  """batchify, pad `max_len` rows of zeros (ids past the end are masked), place on the device."""
+  data_TxB = batchify(ids, batch_size)
+  if data_TxB.shape[0] < 2:
+    raise UserError(f"the {name} split has {len(ids)} tokens, too few for batch size {batch_size}; "
+                    "use a smaller batch size or more data")
+  padded = np.concatenate([data_TxB, np.zeros((max_len, batch_size), np.int32)])
+  return DeviceSplit(jax.device_put(padded, sharding), data_TxB.shape[0], max_len)
+
+
+def slice_window(padded_TxB: jax.Array, start: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
+  """Inputs and targets of the window at `start` (a traced scalar), both [max_len, B]."""
+  batch = padded_TxB.shape[1]
+  inputs_TxB = jax.lax.dynamic_slice(padded_TxB, (start, 0), (max_len, batch))
+  targets_TxB = jax.lax.dynamic_slice(padded_TxB, (start + 1, 0), (max_len, batch))
+  return inputs_TxB, targets_TxB
+
+
+def valid_steps_mask(length: jax.Array, max_len: int) -> jax.Array:
+  """[max_len] booleans: True for the window's first `length` time steps."""
+  return jnp.arange(max_len) < length

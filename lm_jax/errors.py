@@ -1,0 +1,26 @@
+"""User-facing errors: one clear line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+  """Bad input from the user. The message names the problem and the fix."""
+
+
+def exits_cleanly_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """Wraps an absl main so a UserError prints one line and exits with status 2."""
+
+  @functools.wraps(main)
+  def wrapped(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except UserError as e:
+      prog = argv[0].rsplit("/", 1)[-1] if argv else "lm-jax"
+      print(f"{prog}: error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  return wrapped

@@ -1,0 +1,65 @@
+"""Prediction and sampling: next-word log-probabilities after a prefix, and a compiled sampling loop.
+
+The state starts at zeros, like the reference; `generate` runs the prompt through the model, then
+samples word by word from softmax(logits / temperature) inside one `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lm_jax.models.cells import State
+from lm_jax.models.rnn_model import RNNModel, zero_carry
+from lm_jax.steps import Params
+
+
+def _run_prefix(model: RNNModel, params: Params, prefix_ids: jax.Array) -> tuple[jax.Array, State]:
+  """Logits after the last prefix word [V], and the state after the prefix (batch of one)."""
+  carry = zero_carry(model.cell, model.nlayers, 1, model.nhid)
+  logits_Tx1xV, carry = model.apply({"params": params}, prefix_ids[:, None], carry)
+  return logits_Tx1xV[-1, 0], carry
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict(model: RNNModel, params: Params, prefix_ids: jax.Array) -> jax.Array:
+  """log p(next word | prefix), [V]."""
+  logits_V, _ = _run_prefix(model, params, prefix_ids)
+  return jax.nn.log_softmax(logits_V)
+
+
+def sampling_logits(logits_V: jax.Array, temperature: float, top_k: int) -> jax.Array:
+  """logits / temperature, with everything below the k-th largest removed when top_k > 0."""
+  logits_V = logits_V / temperature
+  if top_k > 0:
+    kth_largest = jax.lax.top_k(logits_V, top_k)[0][-1]
+    logits_V = jnp.where(logits_V < kth_largest, -jnp.inf, logits_V)
+  return logits_V
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def generate(model: RNNModel, params: Params, rng: jax.Array, num_words: int, temperature: float,
+             top_k: int = 0, prompt_ids: jax.Array | None = None) -> jax.Array:
+  """`num_words` sampled word ids [num_words]. Without a prompt the first input word is drawn
+  uniformly, as in the reference."""
+  first_rng, rng = jax.random.split(rng)
+  if prompt_ids is None or prompt_ids.shape[0] == 0:
+    prompt_ids = jax.random.randint(first_rng, (1,), 0, model.vocab_size)
+  logits_V, carry = _run_prefix(model, params, prompt_ids)
+
+  def sample_next(state, step_rng):
+    logits_V, carry = state
+    word = jax.random.categorical(step_rng, sampling_logits(logits_V, temperature, top_k))
+    logits_1x1xV, carry = model.apply({"params": params}, word[None, None], carry)
+    return (logits_1x1xV[0, 0], carry), word
+
+  _, words = jax.lax.scan(sample_next, (logits_V, carry), jax.random.split(rng, num_words))
+  return words
+
+
+def format_words(words: list[str], per_line: int = 20) -> str:
+  """Words separated by spaces with a line break every `per_line` words, like the reference."""
+  lines = [" ".join(words[i:i + per_line]) for i in range(0, len(words), per_line)]
+  return "\n".join(lines) + "\n"

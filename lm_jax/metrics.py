@@ -1,0 +1,34 @@
+"""Metrics to the workdir: JSON lines (always) and TensorBoard events (when tensorboardX is installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import logging
+
+
+class MetricsWriter:
+  """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: str):
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # Not on every image (the GPU one lacks it); JSON lines suffice.
+      logging.warning("tensorboardX is not installed: writing metrics.jsonl only")
+      self._tb = None
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    record = {"step": step, "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
+    with open(self._path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for name, value in scalars.items():
+        self._tb.add_scalar(name, float(value), step)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

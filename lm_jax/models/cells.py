@@ -1,0 +1,61 @@
+"""Recurrent cells as pure functions, with PyTorch's equations and gate order.
+
+A cell step takes the input projection of one time step, `gi_BxG = x W_ih + b_ih` (computed for
+all time steps at once outside the scan), the carried state and the hidden-to-hidden weights, and
+returns the new state. State is a tuple of [B, H] arrays whose first entry is the output h.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+State = tuple[jax.Array, ...]
+StepFn = Callable[[jax.Array, State, jax.Array, jax.Array], State]
+
+
+def lstm_step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+  """Gates i, f, g, o; c' = f*c + i*g; h' = o*tanh(c')."""
+  h_BxH, c_BxH = state
+  i, f, g, o = jnp.split(gi_BxG + h_BxH @ w_hh_HxG + b_hh_G, 4, axis=-1)
+  c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return jax.nn.sigmoid(o) * jnp.tanh(c_BxH), c_BxH
+
+
+def gru_step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+  """Gates r, z, n; n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h."""
+  (h_BxH,) = state
+  gi_r, gi_z, gi_n = jnp.split(gi_BxG, 3, axis=-1)
+  gh_r, gh_z, gh_n = jnp.split(h_BxH @ w_hh_HxG + b_hh_G, 3, axis=-1)
+  r = jax.nn.sigmoid(gi_r + gh_r)
+  z = jax.nn.sigmoid(gi_z + gh_z)
+  n = jnp.tanh(gi_n + r * gh_n)
+  return ((1.0 - z) * n + z * h_BxH,)
+
+
+def _elman_step(activation: Callable[[jax.Array], jax.Array]) -> StepFn:
+  def step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+    """h' = act(W_ih x + b_ih + W_hh h + b_hh)."""
+    (h_BxH,) = state
+    return (activation(gi_BxG + h_BxH @ w_hh_HxG + b_hh_G),)
+
+  return step
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  name: str
+  num_gates: int    # G = num_gates * H columns in W_ih and W_hh
+  num_states: int   # arrays in the carried state (LSTM: h and c)
+  step: StepFn
+
+
+CELLS: dict[str, Cell] = {
+    "lstm": Cell("lstm", 4, 2, lstm_step),
+    "gru": Cell("gru", 3, 1, gru_step),
+    "rnn_tanh": Cell("rnn_tanh", 1, 1, _elman_step(jnp.tanh)),
+    "rnn_relu": Cell("rnn_relu", 1, 1, _elman_step(jax.nn.relu)),
+}

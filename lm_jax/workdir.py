@@ -1,0 +1,70 @@
+"""The workdir's guard: a run's config is recorded there, and a different run never overwrites it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import ml_collections
+
+from lm_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", CONFIG_FILE)
+# Fields a resumed run may change without becoming a different run.
+RESUMABLE_CHANGES = ("epochs", "log_interval")
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Write to a temporary file beside `path`, then rename: readers see the old or the new file, whole."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  flat = {}
+  for k, v in d.items():
+    flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return flat
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  return [f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in sorted(old_flat.keys() | new_flat.keys())
+          if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
+  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed."""
+  if resume and overwrite:
+    raise UserError("--resume and --overwrite contradict each other; pass one of them")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} is a file; pass a directory to --workdir")
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  new = config.to_dict()
+  resuming = False
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      old = json.load(f)
+    if overwrite:
+      for name in RUN_OUTPUTS:
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    elif resume:
+      differences = config_differences(old, new)
+      if differences:
+        raise UserError(f"workdir {workdir!r} holds a run of a different config ({'; '.join(differences[:3])}); "
+                        "resume with the same config, or use another --workdir")
+      resuming = True
+    else:
+      raise UserError(f"workdir {workdir!r} already holds a run; pass --resume to continue it, "
+                      "--overwrite to replace it, or use another --workdir")
+  os.makedirs(workdir, exist_ok=True)
+  write_atomically(config_path, json.dumps(new, indent=2, sort_keys=True))
+  return resuming
