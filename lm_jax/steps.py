@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lm_jax import optim
 from lm_jax.data.batching import slice_window, valid_steps_mask
 from lm_jax.models.cells import State
 from lm_jax.models.rnn_model import RNNModel
@@ -55,7 +56,7 @@ def make_train_step(model: RNNModel, optimizer: optax.GradientTransformation, ma
     loss = nll_sum / (length * data_TxB.shape[1])  # Reported per token whatever the reduction.
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, carry, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return params, opt_state, carry, {"loss": loss, "grad_norm": optim.global_norm(grads)}
 
   return jax.jit(train_step, donate_argnums=(0, 1, 2))
 

@@ -142,7 +142,7 @@ def _train_epoch(config, train_step, params, opt_state, carry, rng, step, window
       loss = float(np.mean(jax.device_get(interval_losses)))
       _stop_if_diverged(loss, f"training loss at epoch {epoch}, batch {batch}", workdir)
       ms_per_batch = (time.time() - interval_start) * 1000 / len(interval_losses)
-      tqdm.write(f"| epoch {epoch:3d} | {batch:5d}/{len(windows):5d} batches | lr {lr:02.2f} | "
+      tqdm.write(f"| epoch {epoch:3d} | {batch:5d}/{len(windows):5d} batches | lr {lr:.4g} | "
                  f"ms/batch {ms_per_batch:5.2f} | loss {loss:5.2f} | ppl {optim.perplexity(loss):8.2f}")
       metrics.write(step, {"train_loss": loss, "train_ppl": optim.perplexity(loss), "ms_per_batch": ms_per_batch,
                            "lr": lr, "grad_norm": float(step_metrics["grad_norm"])})
@@ -162,7 +162,7 @@ def _floor_note(corpus: Corpus, split: str, loss: float) -> str:
   if not corpus.floor:
     return ""
   floor = corpus.floor[split]
-  return f" | true-source floor {math.exp(floor):8.2f} (+{100 * (math.exp(loss - floor) - 1):.1f}%)"
+  return f" | true-source floor {math.exp(floor):8.2f} (+{100 * (optim.perplexity(loss - floor) - 1):.1f}%)"
 
 
 def _require_same_vocab(meta: dict, corpus: Corpus, workdir: str) -> None:

@@ -1,0 +1,98 @@
+"""Each cell against a float64 NumPy re-implementation of PyTorch's equations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax.models.cells import CELLS
+from lm_jax.models.recurrence import run_layer
+
+B, I, H = 3, 5, 4
+
+
+def sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh):
+  """PyTorch's documented equations, weights in PyTorch's [G*H, in] layout, float64."""
+  gi = x @ w_ih.T + b_ih
+  gh = state[0] @ w_hh.T + b_hh
+  if cell == "lstm":
+    h, c = state
+    i, f, g, o = np.split(gi + gh, 4, axis=-1)
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    return sigmoid(o) * np.tanh(c), c
+  if cell == "gru":
+    (h,) = state
+    r = sigmoid(gi[:, :H] + gh[:, :H])
+    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return ((1 - z) * n + z * h,)
+  act = np.tanh if cell == "rnn_tanh" else (lambda v: np.maximum(v, 0.0))
+  return (act(gi + gh),)
+
+
+def random_layer(cell: str, seed: int):
+  rng = np.random.default_rng(seed)
+  g = CELLS[cell].num_gates * H
+  w = dict(w_ih=rng.normal(size=(g, I)), w_hh=rng.normal(size=(g, H)), b_ih=rng.normal(size=g), b_hh=rng.normal(size=g))
+  state = tuple(rng.normal(size=(B, H)) for _ in range(CELLS[cell].num_states))
+  return w, state
+
+
+def as_lm_jax(w):
+  """PyTorch layout -> lm_jax's x @ W layout, float32."""
+  return {"w_ih": jnp.asarray(w["w_ih"].T, jnp.float32), "w_hh": jnp.asarray(w["w_hh"].T, jnp.float32),
+          "b_ih": jnp.asarray(w["b_ih"], jnp.float32), "b_hh": jnp.asarray(w["b_hh"], jnp.float32)}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_layer_matches_float64_numpy_over_time(cell):
+  w, state = random_layer(cell, seed=0)
+  x_TxBxI = np.random.default_rng(1).normal(size=(7, B, I))
+  expected_h, expected_state = [], state
+  for x in x_TxBxI:
+    expected_state = numpy_step(cell, x, expected_state, **w)
+    expected_h.append(expected_state[0])
+  h_TxBxH, final = run_layer(CELLS[cell], as_lm_jax(w), jnp.asarray(x_TxBxI, jnp.float32),
+                             tuple(jnp.asarray(s, jnp.float32) for s in state), jnp.ones(7, bool), unroll=2)
+  np.testing.assert_allclose(np.asarray(h_TxBxH), np.stack(expected_h), rtol=1e-5, atol=1e-5)
+  for got, want in zip(final, expected_state):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padding_steps_hold_the_state(cell):
+  """With 4 valid steps out of 7, the returned state is the one after exactly 4 steps."""
+  w, state = random_layer(cell, seed=2)
+  x_TxBxI = np.random.default_rng(3).normal(size=(7, B, I))
+  expected_state = state
+  for x in x_TxBxI[:4]:
+    expected_state = numpy_step(cell, x, expected_state, **w)
+  _, final = run_layer(CELLS[cell], as_lm_jax(w), jnp.asarray(x_TxBxI, jnp.float32),
+                       tuple(jnp.asarray(s, jnp.float32) for s in state), jnp.arange(7) < 4)
+  for got, want in zip(final, expected_state):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_init_follows_the_reference_ranges():
+  from lm_jax.models.rnn_model import RNNModel, zero_carry
+  model = RNNModel(vocab_size=500, cell="gru", emsize=64, nhid=100, nlayers=2, init_range=0.1)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), zero_carry("gru", 2, 2, 100))["params"]
+  assert params["embedding"].shape == (500, 64) and params["layer_0_w_ih"].shape == (64, 300)
+  assert params["layer_1_w_ih"].shape == (100, 300) and params["decoder_weight"].shape == (500, 100)
+  for name in ("embedding", "decoder_weight"):
+    assert 0.095 < np.abs(params[name]).max() <= 0.1
+  bound = 1 / np.sqrt(100)
+  assert 0.95 * bound < np.abs(params["layer_1_w_hh"]).max() <= bound
+  assert np.all(params["decoder_bias"] == 0)
+  tied = RNNModel(vocab_size=50, emsize=8, nhid=8, nlayers=1, tied=True)
+  tied_params = tied.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32), zero_carry("lstm", 1, 1, 8))["params"]
+  assert "decoder_weight" not in tied_params
+  h = jnp.ones((1, 1, 8))
+  np.testing.assert_allclose(tied.apply({"params": tied_params}, h, method=RNNModel.decode)[0, 0],
+                             tied_params["embedding"] @ np.ones(8) + tied_params["decoder_bias"], rtol=1e-5, atol=1e-6)

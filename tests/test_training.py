@@ -1,0 +1,126 @@
+"""train_and_evaluate end to end on the synthetic corpus: learning reaches the true-source floor,
+checkpoints resume exactly, divergence stops cleanly, the lr rules follow the reference."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lm_jax import checkpoints, optim, trained
+from lm_jax.models.rnn_model import model_from_config
+from lm_jax.train import init_params
+from lm_jax.errors import UserError
+from lm_jax.train import TrainingDiverged, train_and_evaluate
+from tests.conftest import tiny_config
+
+def latest_params(workdir: str, c) -> dict:
+  params = init_params(model_from_config(c.model, c.data.synthetic.vocab_size), 0, 1)
+  like = {"params": params, "opt_state": optim.make_optimizer(c).init(params)}
+  return checkpoints.restore(workdir, checkpoints.LATEST, like)[0]["params"]
+
+
+# A short run (~30 s on 2 cores) must come this close to the floor no model can beat in expectation.
+FLOOR_MARGIN = 0.15
+
+
+def test_short_training_run_gets_within_margin_of_the_true_source_floor(tmp_path):
+  c = tiny_config(**{"data.synthetic.vocab_size": 500, "data.synthetic.num_classes": 12})
+  c.data.synthetic.update(train_tokens=150_000, valid_tokens=20_000, test_tokens=20_000)
+  c.model.update(emsize=64, nhid=128)
+  c.update(optimizer="adamw", lr=3e-3, clip=1.0, lr_rule="decay_after", lr_decay=2.0, lr_decay_start=4,
+           epochs=8, batch_size=32, bptt=35)
+  results = train_and_evaluate(c, str(tmp_path))
+  floor_ppl = results["valid_floor_ppl"]
+  assert results["valid_ppl"] >= floor_ppl * 0.98  # below the floor would mean a broken metric or leak
+  assert results["valid_ppl"] <= floor_ppl * (1 + FLOOR_MARGIN), results
+  assert results["test_ppl"] <= results["test_floor_ppl"] * (1 + FLOOR_MARGIN), results
+
+
+def test_resuming_after_an_epoch_gives_the_uninterrupted_run_exactly(tmp_path):
+  c = tiny_config(**{"model.dropout": 0.3})
+  straight = train_and_evaluate(c, str(tmp_path / "straight"))
+  c1 = tiny_config(**{"model.dropout": 0.3, "epochs": 1})
+  train_and_evaluate(c1, str(tmp_path / "resumed"))
+  resumed = train_and_evaluate(c, str(tmp_path / "resumed"), resume=True)
+  assert resumed == straight
+  a = latest_params(str(tmp_path / "straight"), c)
+  b = latest_params(str(tmp_path / "resumed"), c)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  with open(tmp_path / "resumed" / "metrics.jsonl") as f:
+    assert [json.loads(line)["epoch"] for line in f if "valid_loss" in line and "epoch" in line] == [1, 2]
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  monkeypatch.setattr(optim, "next_learning_rate", lambda *args: math.nan)  # poison epoch 2
+  with pytest.raises(TrainingDiverged, match=r"training loss at epoch 2, batch \d+ became (nan|inf).*lower --config.lr"):
+    train_and_evaluate(tiny_config(epochs=3), workdir)
+  assert checkpoints.latest_step(workdir, checkpoints.LATEST) == 1
+  kept = latest_params(workdir, tiny_config())
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
+
+
+def test_a_workdir_holding_another_run_is_never_overwritten(tmp_path):
+  workdir = str(tmp_path)
+  train_and_evaluate(tiny_config(epochs=1), workdir)
+  before = {p: os.path.getmtime(os.path.join(r, p)) for r, _, files in os.walk(workdir) for p in files}
+  with pytest.raises(UserError, match="holds a run of a different config .model.emsize: 16 -> 32; model.nhid: 16 -> 32"):
+    train_and_evaluate(tiny_config(**{"model.nhid": 32, "model.emsize": 32}), workdir, resume=True)
+  with pytest.raises(UserError, match="already holds a run; pass --resume to continue it, --overwrite"):
+    train_and_evaluate(tiny_config(epochs=1), workdir)
+  after = {p: os.path.getmtime(os.path.join(r, p)) for r, _, files in os.walk(workdir) for p in files}
+  assert before == after
+  train_and_evaluate(tiny_config(**{"model.nhid": 32, "model.emsize": 32, "epochs": 1}), workdir, overwrite=True)
+  assert trained.load(workdir).config.model.nhid == 32
+
+
+def test_bad_config_fails_before_anything_is_written(tmp_path):
+  for override, message in [({"bptt": 0}, "config.bptt must be > 0"), ({"batch_size": -1}, "config.batch_size must be > 0"),
+                            ({"epochs": 0}, "config.epochs must be > 0"), ({"model.dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+                            ({"model.cell": "lstn"}, "unknown cell 'lstn'; use one of lstm, gru, rnn_tanh, rnn_relu"),
+                            ({"model.tied": True, "model.nhid": 20}, "a tied model needs nhid == emsize")]:
+    with pytest.raises(UserError, match=message):
+      train_and_evaluate(tiny_config(**override), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_checkpoint_of_another_shape_is_a_user_error(tmp_path):
+  train_and_evaluate(tiny_config(epochs=1), str(tmp_path))
+  like = {"params": {"embedding": np.zeros((200, 99), np.float32)}}
+  with pytest.raises(UserError, match="does not match the model"):
+    checkpoints.restore(str(tmp_path), checkpoints.BEST, like)
+
+
+def test_lr_rules_follow_the_reference_and_zaremba():
+  c = tiny_config(lr=20.0)
+  assert optim.next_learning_rate(c, 20.0, 1, improved=True) == 20.0
+  assert optim.next_learning_rate(c, 20.0, 1, improved=False) == 5.0
+  z = tiny_config(lr=1.0, lr_rule="decay_after", lr_decay=2.0, lr_decay_start=4)
+  lrs = [1.0] + [optim.next_learning_rate(z, None, epoch, True) for epoch in range(1, 13)]
+  assert lrs == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 2 ** -5, 2 ** -6, 2 ** -7, 2 ** -8, 2 ** -9]
+
+
+def test_sampling_follows_softmax_of_logits_over_temperature(tmp_path):
+  from lm_jax.generate import generate, predict, sampling_logits
+
+  train_and_evaluate(tiny_config(epochs=1), str(tmp_path))
+  run = trained.load(str(tmp_path))
+  prompt = np.array([3, 5], np.int32)
+  temperature = 0.7
+  expected = np.asarray(jax.nn.softmax(np.asarray(predict(run.model, run.params, prompt), np.float64) / temperature))
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  firsts = jax.vmap(lambda k: generate(run.model, run.params, k, 1, temperature, 0, prompt)[0])(keys)
+  counts = np.bincount(np.asarray(firsts), minlength=len(expected))
+  top = np.argsort(expected)[-5:]
+  sigma = np.sqrt(4000 * expected[top] * (1 - expected[top]))
+  assert np.all(np.abs(counts[top] - 4000 * expected[top]) < 5 * sigma + 1), (counts[top], 4000 * expected[top])
+  kept = np.isfinite(np.asarray(sampling_logits(np.arange(10.0), 1.0, top_k=3)))
+  assert kept.tolist() == [False] * 7 + [True] * 3
+  a = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
+  b = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
+  assert a.shape == (30,) and np.array_equal(a, b)
