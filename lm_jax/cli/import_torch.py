@@ -1,0 +1,35 @@
+"""lm-jax-import: a PyTorch word_language_model checkpoint -> a workdir lm-jax-evaluate and lm-jax-generate read."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from lm_jax.cli.common import run_main
+
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "The reference's saved model: a state_dict (torch.save(model.state_dict(), path)) or a "
+    "whole model (its default --save; unpickling runs code from the file, so import only files you trust).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "The data the model was trained on (train.txt, valid.txt, "
+                                "test.txt); its vocabulary names the checkpoint's word ids.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory to write the lm_jax checkpoint into.")
+_CELL = flags.DEFINE_enum("cell", None, ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"],
+                          "The reference's --model; needed only for RNN_TANH and RNN_RELU, which have the same "
+                          "tensors (LSTM and GRU are read from the checkpoint).", case_sensitive=False)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run held in --workdir.")
+
+
+def main(argv: list[str]) -> None:
+  from lm_jax.convert import import_checkpoint  # After flag parsing, so --help stays fast.
+
+  shape = import_checkpoint(_CHECKPOINT.value, _DATA_DIR.value, _WORKDIR.value, _CELL.value, _OVERWRITE.value)
+  print(f"| imported {shape.cell} {shape.nlayers}x{shape.nhid} (emsize {shape.emsize}, "
+        f"{'tied' if shape.tied else 'untied'}), {shape.vocab_size:,} words, into {_WORKDIR.value}; "
+        f"score it with lm-jax-evaluate --workdir={_WORKDIR.value}")
+
+
+def run() -> None:
+  run_main(main, ["checkpoint", "data_dir", "workdir"])
+
+
+if __name__ == "__main__":
+  run()

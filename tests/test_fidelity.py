@@ -1,0 +1,338 @@
+"""lm_jax against PyTorch: the same function, the same training steps, the same perplexity, and
+checkpoints that convert both ways. Relative errors are norm-wise: max|a - b| / max|b|, b PyTorch's."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the fidelity tests compare with PyTorch: pip install 'lm_jax[torch]'")
+
+from lm_jax import config as config_lib, convert, optim, steps, trained  # noqa: E402
+from lm_jax.data.batching import put_on_device, window_bounds  # noqa: E402
+from lm_jax.data.sources import corpus_from_lines, read_directory  # noqa: E402
+from lm_jax.errors import UserError  # noqa: E402
+from lm_jax.models.rnn_model import RNNModel, zero_carry  # noqa: E402
+from lm_jax.train import Evaluator, init_params  # noqa: E402
+from tests import torch_reference  # noqa: E402
+from tests.torch_reference import TorchRNNModel  # noqa: E402
+
+torch.set_num_threads(1)  # the machine is shared; small models gain nothing from threads
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def numpy_state_dict(model: torch.nn.Module) -> dict[str, np.ndarray]:
+  return {name: t.detach().numpy() for name, t in model.state_dict().items()}
+
+
+def torch_model(cell: str, nlayers: int, tied: bool, vocab_size: int = 50, nhid: int = 16,
+                seed: int = 0, random_weights: bool = False) -> TorchRNNModel:
+  """Reference init, or with `random_weights` every tensor (biases too) ~ U(-0.3, 0.3). Untied models get
+  emsize != nhid, so a transposed or swapped tensor cannot go unnoticed."""
+  torch.manual_seed(seed)
+  model = TorchRNNModel(cell, vocab_size, nhid if tied else nhid - 4, nhid, nlayers, tied=tied)
+  if random_weights:
+    for p in model.parameters():
+      torch.nn.init.uniform_(p, -0.3, 0.3)
+  return model
+
+
+def jax_model(shape: convert.ModelShape) -> RNNModel:
+  return RNNModel(vocab_size=shape.vocab_size, cell=shape.cell, emsize=shape.emsize, nhid=shape.nhid,
+                  nlayers=shape.nlayers, dropout=0.0, tied=shape.tied)
+
+
+def as_tuple(hidden) -> tuple:
+  return hidden if isinstance(hidden, tuple) else (hidden,)
+
+
+def token_ids(num_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
+  """A stream with something to learn: each word is followed by one of its 3 fixed successors."""
+  rng = np.random.default_rng(seed)
+  successors_Vx3 = rng.integers(vocab_size, size=(vocab_size, 3))
+  ids = np.zeros(num_tokens, np.int32)
+  for t, choice in enumerate(rng.integers(3, size=num_tokens - 1), 1):
+    ids[t] = successors_Vx3[ids[t - 1], choice]
+  return ids
+
+
+def window_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32,
+                  num_windows: int = 3, steps_per_window: int = 6, batch_size: int = 4) -> list[float]:
+  """Relative error of the logits and of the carried state in each of consecutive windows."""
+  reference = torch_model(cell, nlayers, tied, random_weights=True).to(dtype)
+  shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
+  model = jax_model(shape)
+  apply = jax.jit(lambda params, tokens, carry: model.apply({"params": params}, tokens, carry))
+  tokens_NxTxB = np.random.default_rng(1).integers(shape.vocab_size, size=(num_windows, steps_per_window, batch_size))
+  hidden = reference.init_hidden(batch_size)
+  carry = zero_carry(cell, nlayers, batch_size, shape.nhid)
+  errors = []
+  with torch.no_grad():
+    for tokens_TxB in tokens_NxTxB:
+      expected_TxBxV, hidden = reference(torch.from_numpy(tokens_TxB), hidden)
+      logits_TxBxV, carry = apply(params, jnp.asarray(tokens_TxB), carry)
+      errors.append(rel_err(logits_TxBxV, expected_TxBxV))
+      errors.extend(rel_err(state, expected) for state, expected in zip(carry, as_tuple(hidden)))
+  return errors
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("nlayers", [1, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_logits_and_state_match_torch_over_windows(cell, nlayers, tied):
+  assert max(window_errors(cell, nlayers, tied)) < 1e-5
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_logits_match_torch_in_float64(cell):
+  """In float64 the two agree to rounding: the float32 gap is rounding, not a different function."""
+  with jax.enable_x64(True):
+    assert max(window_errors(cell, 2, False, torch.float64)) < 1e-12
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_round_trip_through_torch_is_bitwise(cell, tied):
+  reference = torch_model(cell, 2, tied)
+  model = RNNModel(vocab_size=50, cell=cell, emsize=reference.encoder.embedding_dim, nhid=16, nlayers=2, tied=tied)
+  params = jax.tree.map(np.asarray, init_params(model, seed=3, batch_size=2))
+  reference.load_state_dict(convert.to_torch(convert.export_state_dict(model, params)))
+  shape, back = convert.import_state_dict(numpy_state_dict(reference), cell)
+  assert shape == convert.ModelShape.of(model)
+  assert back.keys() == params.keys()
+  for name, array in params.items():
+    assert back[name].dtype == array.dtype and np.array_equal(back[name], array), name
+
+
+def test_float64_state_dict_round_trip_is_bitwise():
+  state_dict = numpy_state_dict(torch_model("lstm", 2, True).double())
+  shape, params = convert.import_state_dict(state_dict)
+  exported = convert.export_state_dict(jax_model(shape), params)
+  assert list(exported) == list(state_dict)  # the reference's names, in its order
+  for name, array in state_dict.items():
+    assert exported[name].dtype == np.float64 and np.array_equal(exported[name], array), name
+
+
+def training_run(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32):
+  """20 reference training steps (bptt 35, batch 20, lr 20, clip 0.25, dropout 0) on both sides, the
+  last window short; returns both sides' losses and final state_dicts."""
+  config = config_lib.reference_config()
+  config.model.update(cell=cell, nlayers=nlayers, emsize=32, nhid=32, dropout=0.0, tied=tied)
+  rows = 19 * config.bptt + 20 + 1
+  ids = token_ids(rows * config.batch_size + 7, vocab_size=100, seed=2)
+  reference = torch_model(cell, nlayers, tied, vocab_size=100, nhid=32, seed=4).to(dtype)
+  shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
+  model = jax_model(shape)
+
+  optimizer = optim.make_optimizer(config)
+  opt_state = optimizer.init(params)
+  train_step = steps.make_train_step(model, optimizer, config.bptt)
+  split = put_on_device(ids, config.batch_size, config.bptt, "train")
+  carry = zero_carry(cell, nlayers, config.batch_size, shape.nhid)
+  losses = []
+  for step, (start, length) in enumerate(window_bounds(split.rows, config.bptt)):
+    params, opt_state, carry, metrics = train_step(params, opt_state, carry, jax.random.PRNGKey(0), step, start,
+                                                   length, split.padded_TxB)
+    losses.append(float(metrics["loss"]))
+
+  data_TxB = torch_reference.batchify(torch.from_numpy(ids).long(), config.batch_size)
+  expected_losses = torch_reference.train(reference, data_TxB, config.bptt, config.lr, config.clip)
+  return losses, expected_losses, convert.export_state_dict(model, params), numpy_state_dict(reference)
+
+
+def training_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+  """Worst absolute loss difference over the 20 steps, worst relative error of a final parameter."""
+  losses, expected_losses, state_dict, expected_state_dict = training_run(cell, nlayers, tied, dtype)
+  assert len(losses) == len(expected_losses) == 20
+  assert abs(expected_losses[-1] - expected_losses[0]) > 0.1  # the steps did move the model
+  return (float(np.max(np.abs(np.subtract(losses, expected_losses)))),
+          max(rel_err(state_dict[name], expected) for name, expected in expected_state_dict.items()))
+
+
+# lr 20 makes some models chaotic, where float32 rounding alone grows past 1e-4 in 20 steps (rnn_tanh,
+# rnn_relu, 2-layer GRU); the float64 test below covers them. GRU clips in 13 of its 20 steps.
+@pytest.mark.parametrize("cell, nlayers, tied", [("lstm", 2, False), ("gru", 1, True)])
+def test_twenty_training_steps_match_torch(cell, nlayers, tied):
+  loss_error, param_error = training_errors(cell, nlayers, tied)
+  assert loss_error < 1e-4 and param_error < 1e-4
+
+
+@pytest.mark.parametrize("cell, nlayers, tied", [("lstm", 2, False), ("gru", 1, True), ("rnn_tanh", 2, False),
+                                                 ("rnn_relu", 2, True)])
+def test_twenty_training_steps_match_torch_in_float64(cell, nlayers, tied):
+  """Without rounding to hide it, every difference in the step (clip rule, loss, gradient) shows."""
+  with jax.enable_x64(True):
+    loss_error, param_error = training_errors(cell, nlayers, tied, torch.float64)
+  assert loss_error < 1e-9 and param_error < 1e-9
+
+
+def evaluation_pair(cell: str) -> tuple[float, float]:
+  """Perplexity of one imported model by lm_jax's Evaluator and by the reference's evaluate()."""
+  bptt, batch_size = 35, 10
+  ids = token_ids((5 * bptt + 12 + 1) * batch_size + 3, vocab_size=100, seed=5)
+  reference = torch_model(cell, 2, False, vocab_size=100, nhid=32, seed=6, random_weights=True)
+  shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
+  loss = Evaluator(jax_model(shape), bptt).mean_nll(params, put_on_device(ids, batch_size, bptt, "test"))
+  expected = torch_reference.evaluate(reference, torch_reference.batchify(torch.from_numpy(ids).long(), batch_size),
+                                      bptt)
+  return math.exp(loss), math.exp(expected)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_evaluation_perplexity_matches_torch(cell):
+  ppl, expected = evaluation_pair(cell)
+  assert abs(ppl - expected) / expected < 1e-5
+
+
+# --- The importer: files, the workdir, the CLI, and its errors ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+  """train/valid/test text over ~60 words, 12 words a line."""
+  directory = tmp_path_factory.mktemp("data")
+  for split, seed in (("train", 7), ("valid", 8), ("test", 9)):
+    words = [f"w{i}" for i in token_ids(1200, vocab_size=60, seed=seed)]
+    lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+    (directory / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def vocab_size(data_dir) -> int:
+  return len(corpus_from_lines(read_directory(data_dir)).vocab)
+
+
+def save_state_dict(model: torch.nn.Module, path) -> str:
+  torch.save(model.state_dict(), path)
+  return str(path)
+
+
+def test_cli_import_then_evaluate_through_trained_load(tmp_path, data_dir, vocab_size):
+  reference = torch_model("lstm", 2, True, vocab_size=vocab_size, nhid=24, seed=10)
+  checkpoint = save_state_dict(reference, tmp_path / "model.pt")
+  workdir = str(tmp_path / "run")
+  result = subprocess.run([sys.executable, "-m", "lm_jax.cli.import_torch", f"--checkpoint={checkpoint}",
+                           f"--data_dir={data_dir}", f"--workdir={workdir}"],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+  assert result.returncode == 0, result.stderr
+  assert "imported lstm 2x24 (emsize 24, tied)" in result.stdout
+
+  run = trained.load(workdir)
+  assert (run.config.model.cell, run.config.model.nlayers, run.config.model.tied) == ("lstm", 2, True)
+  test_ids = corpus_from_lines(read_directory(data_dir)).ids["test"]
+  loss = Evaluator(run.model, run.config.bptt).mean_nll(run.params, put_on_device(test_ids, 10, run.config.bptt))
+  expected = torch_reference.evaluate(reference, torch_reference.batchify(torch.from_numpy(test_ids).long(), 10),
+                                      run.config.bptt)
+  assert abs(math.exp(loss) - math.exp(expected)) / math.exp(expected) < 1e-5
+
+
+def test_import_refuses_an_existing_run_unless_overwrite(tmp_path, data_dir, vocab_size):
+  checkpoint = save_state_dict(torch_model("gru", 1, False, vocab_size=vocab_size), tmp_path / "model.pt")
+  workdir = str(tmp_path / "run")
+  convert.import_checkpoint(checkpoint, data_dir, workdir)
+  with pytest.raises(UserError, match=r"^workdir '.*run' already holds a run; pass --overwrite to replace it"):
+    convert.import_checkpoint(checkpoint, data_dir, workdir)
+  checkpoint = save_state_dict(torch_model("rnn_relu", 1, False, vocab_size=vocab_size), tmp_path / "relu.pt")
+  assert convert.import_checkpoint(checkpoint, data_dir, workdir, "RNN_RELU", overwrite=True).cell == "rnn_relu"
+  assert trained.load(workdir).config.model.cell == "rnn_relu"
+
+
+def test_import_reads_a_whole_pickled_model(tmp_path, data_dir, vocab_size):
+  reference = torch_model("lstm", 1, False, vocab_size=vocab_size)
+  torch.save(reference, tmp_path / "model.pt")  # the reference's default --save
+  shape = convert.import_checkpoint(str(tmp_path / "model.pt"), data_dir, str(tmp_path / "run"))
+  assert (shape.cell, shape.nlayers, shape.tied) == ("lstm", 1, False)
+  params = trained.load(str(tmp_path / "run")).params
+  assert np.array_equal(params["layer_0_w_hh"], reference.rnn.weight_hh_l0.detach().numpy().T)
+
+
+def user_error(call, *args) -> str:
+  with pytest.raises(UserError) as raised:
+    call(*args)
+  message = str(raised.value)
+  assert "\n" not in message
+  return message
+
+
+def test_import_errors_on_a_vocabulary_size_mismatch(tmp_path, data_dir, vocab_size):
+  checkpoint = save_state_dict(torch_model("lstm", 1, False, vocab_size=vocab_size + 1), tmp_path / "model.pt")
+  message = user_error(convert.import_checkpoint, checkpoint, data_dir, str(tmp_path / "run"))
+  assert message == (f"the checkpoint's vocabulary has {vocab_size + 1} words but {data_dir!r} has {vocab_size}; "
+                     "pass the --data_dir the model was trained on")
+  assert not os.path.exists(tmp_path / "run")  # nothing written
+
+
+def test_import_errors_on_an_ambiguous_or_wrong_cell():
+  state_dict = numpy_state_dict(torch_model("rnn_tanh", 1, False))
+  assert user_error(convert.import_state_dict, state_dict) == (
+      "the checkpoint is a plain RNN, and RNN_TANH and RNN_RELU have the same tensors; pass the reference's "
+      "--model as --cell=RNN_TANH or --cell=RNN_RELU")
+  assert convert.import_state_dict(state_dict, "RNN_TANH")[0].cell == "rnn_tanh"
+  assert user_error(convert.import_state_dict, numpy_state_dict(torch_model("lstm", 1, False)), "gru") == (
+      "--cell=GRU has 3 gates per unit but the checkpoint's rnn has 4; pass the --cell the model was trained "
+      "with, or omit it")
+
+
+def test_import_errors_on_files_that_hold_no_state_dict(tmp_path, monkeypatch):
+  torch.save([1, 2, 3], tmp_path / "list.pt")
+  assert user_error(convert.read_torch_checkpoint, str(tmp_path / "list.pt")) == (
+      f"{tmp_path / 'list.pt'} holds a list, not a state_dict or model; save one in PyTorch with "
+      "`torch.save(model.state_dict(), path)`")
+
+  (tmp_path / "text.pt").write_text("not a checkpoint\n")
+  assert user_error(convert.read_torch_checkpoint, str(tmp_path / "text.pt")).startswith(
+      f"{tmp_path / 'text.pt'} is neither a state_dict nor a model torch can unpickle here (")
+
+  # A whole model whose class cannot be imported where it is loaded (the reference's model.py elsewhere).
+  (tmp_path / "elsewhere_model.py").write_text("from tests.torch_reference import TorchRNNModel as RNNModel\n"
+                                               "class Model(RNNModel):\n  pass\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  from elsewhere_model import Model
+  torch.save(Model("gru", 20, 8, 8, 1), tmp_path / "whole.pt")
+  monkeypatch.delitem(sys.modules, "elsewhere_model")
+  monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+  message = user_error(convert.read_torch_checkpoint, str(tmp_path / "whole.pt"))
+  assert "(No module named 'elsewhere_model'); save the weights in PyTorch with " \
+         "`torch.save(model.state_dict(), path)` and import that" in message
+
+
+def test_import_errors_on_a_state_dict_of_another_model():
+  state_dict = numpy_state_dict(torch_model("lstm", 1, False))
+  del state_dict["decoder.bias"]
+  assert user_error(convert.import_state_dict, state_dict) == (
+      "the checkpoint has no decoder.bias; import a whole RNNModel state_dict")
+  transformer_like = {"input_emb.weight": np.zeros((5, 4), np.float32)}
+  assert user_error(convert.import_state_dict, transformer_like).startswith(
+      "the checkpoint is not a word_language_model RNNModel (it has no encoder.weight)")
+
+
+def test_lm_jax_imports_without_torch():
+  code = ("import importlib, pkgutil, sys\n"
+          "sys.modules['torch'] = None  # any import of torch now fails\n"
+          "import lm_jax\n"
+          "names = [m.name for m in pkgutil.walk_packages(lm_jax.__path__, 'lm_jax.') if '.cli.' not in m.name]\n"
+          "for name in names + ['lm_jax.cli.import_torch']:\n"
+          "  importlib.import_module(name)\n"
+          "from lm_jax import convert\n"
+          "try:\n"
+          "  convert.read_torch_checkpoint('model.pt')\n"
+          "except lm_jax.errors.UserError as e:\n"
+          "  print(e)\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith("reading a PyTorch checkpoint needs torch; install it with")

@@ -1,0 +1,97 @@
+"""The PyTorch side of the fidelity tests: word_language_model's RNNModel and its train and evaluate
+loops, built from torch.nn parts with the reference's structure, parameter names and rules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def _recurrent(cell: str, emsize: int, nhid: int, nlayers: int, dropout: float) -> nn.Module:
+  if cell == "lstm":
+    return nn.LSTM(emsize, nhid, nlayers, dropout=dropout)
+  if cell == "gru":
+    return nn.GRU(emsize, nhid, nlayers, dropout=dropout)
+  return nn.RNN(emsize, nhid, nlayers, nonlinearity=cell.removeprefix("rnn_"), dropout=dropout)
+
+
+class TorchRNNModel(nn.Module):
+  """embedding -> dropout -> LSTM/GRU/RNN (dropout between layers) -> dropout -> linear decoder.
+
+  `forward` returns logits; the reference's log_softmax + NLLLoss is `F.cross_entropy` of them.
+  """
+
+  def __init__(self, cell: str, vocab_size: int, emsize: int, nhid: int, nlayers: int,
+               dropout: float = 0.0, tied: bool = False):
+    super().__init__()
+    self.cell, self.nlayers, self.nhid = cell, nlayers, nhid
+    self.drop = nn.Dropout(dropout)
+    self.encoder = nn.Embedding(vocab_size, emsize)
+    self.rnn = _recurrent(cell, emsize, nhid, nlayers, dropout)
+    self.decoder = nn.Linear(nhid, vocab_size)
+    if tied:
+      self.decoder.weight = self.encoder.weight  # one Parameter under both names
+    nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+    nn.init.zeros_(self.decoder.bias)
+    if not tied:
+      nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+  def forward(self, tokens_TxB: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+    h_TxBxH, hidden = self.rnn(self.drop(self.encoder(tokens_TxB)), hidden)
+    return self.decoder(self.drop(h_TxBxH)), hidden
+
+  def init_hidden(self, batch_size: int) -> Hidden:
+    h = torch.zeros(self.nlayers, batch_size, self.nhid, dtype=self.encoder.weight.dtype)
+    return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+
+
+def detach(hidden: Hidden) -> Hidden:
+  """The reference's repackage_hidden: keep the values, cut the graph at the window boundary."""
+  return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+  """[N] -> [N // B, B], column j the j-th contiguous slice."""
+  rows = ids.numel() // batch_size
+  return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()
+
+
+def windows(data_TxB: torch.Tensor, bptt: int):
+  """(inputs, targets) of each truncated-BPTT window; the last one may be short."""
+  for start in range(0, data_TxB.size(0) - 1, bptt):
+    length = min(bptt, data_TxB.size(0) - 1 - start)
+    yield data_TxB[start:start + length], data_TxB[start + 1:start + 1 + length]
+
+
+def train(model: TorchRNNModel, data_TxB: torch.Tensor, bptt: int, lr: float, clip: float) -> list[float]:
+  """One pass of the reference's training loop; the loss of every window."""
+  model.train()
+  hidden = model.init_hidden(data_TxB.size(1))
+  losses = []
+  for inputs_TxB, targets_TxB in windows(data_TxB, bptt):
+    model.zero_grad()
+    hidden = detach(hidden)
+    logits_TxBxV, hidden = model(inputs_TxB, hidden)
+    loss = F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten())
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    with torch.no_grad():
+      for p in model.parameters():
+        p.add_(p.grad, alpha=-lr)
+    losses.append(loss.item())
+  return losses
+
+
+@torch.no_grad()
+def evaluate(model: TorchRNNModel, data_TxB: torch.Tensor, bptt: int) -> float:
+  """The reference's rule: sum over windows of len(window) * mean loss, over rows - 1."""
+  model.eval()
+  hidden = model.init_hidden(data_TxB.size(1))
+  total = 0.0
+  for inputs_TxB, targets_TxB in windows(data_TxB, bptt):
+    logits_TxBxV, hidden = model(inputs_TxB, hidden)
+    total += len(inputs_TxB) * F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten()).item()
+  return total / (data_TxB.size(0) - 1)
