@@ -1,0 +1,108 @@
+"""The console scripts as a user runs them: bad input gets one line, exit status 2, no traceback,
+and nothing is written; the happy path trains, evaluates and generates."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from lm_jax.train import train_and_evaluate
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--config=configs/quickstart.py", "--config.data.synthetic.vocab_size=100",
+              "--config.data.synthetic.num_classes=6", "--config.data.synthetic.train_tokens=6000",
+              "--config.data.synthetic.valid_tokens=1500", "--config.data.synthetic.test_tokens=1500",
+              "--config.model.emsize=16", "--config.model.nhid=16", "--config.epochs=1", "--config.batch_size=8"]
+
+
+def lm_jax(command: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+  module = {"train": "train", "evaluate": "evaluate", "generate": "generate", "import": "import_torch"}[command]
+  return subprocess.run([sys.executable, "-m", f"lm_jax.cli.{module}", *args], cwd=ROOT, capture_output=True,
+                        text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> None:
+  assert result.returncode == 2, (result.returncode, result.stderr)
+  assert "Traceback" not in result.stderr
+  error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+  assert len(error_lines) == 1 and re.search(pattern, error_lines[0]), result.stderr
+
+
+def snapshot(directory) -> dict:
+  return {os.path.join(r, f): os.path.getmtime(os.path.join(r, f)) for r, _, files in os.walk(directory) for f in files}
+
+
+def test_bad_config_value(tmp_path):
+  result = lm_jax("train", *TINY_FLAGS, "--config.bptt=0", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"config.bptt must be > 0 \(got 0\); pass --config.bptt=N")
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_directory_without_splits(tmp_path):
+  (tmp_path / "train.txt").write_text("a b\n")
+  result = lm_jax("train", "--config=configs/default.py", f"--config.data.dir={tmp_path}", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"lacks valid.txt, test.txt; it needs train.txt, valid.txt and test.txt")
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_hub_unreachable_points_to_the_directory_source(tmp_path):
+  result = lm_jax("train", "--config=configs/default.py", "--config.data.source=hub", f"--workdir={tmp_path / 'w'}",
+                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+  assert_one_line_error(result, r"could not load 'wikitext-2' from the Hugging Face Hub .*--config.data.source=dir")
+
+
+def test_train_evaluate_generate_and_their_errors(tmp_path):
+  workdir = tmp_path / "run"
+  trained = lm_jax("train", *TINY_FLAGS, f"--workdir={workdir}")
+  assert trained.returncode == 0, trained.stderr
+  test_ppl = float(re.search(r"test ppl +([\d.]+)", trained.stdout).group(1))
+  evaluated = lm_jax("evaluate", f"--workdir={workdir}")
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert float(re.search(r"test ppl +([\d.]+)", evaluated.stdout).group(1)) == pytest.approx(test_ppl, rel=1e-4)
+
+  output = tmp_path / "sample.txt"
+  generated = lm_jax("generate", f"--workdir={workdir}", "--words=45", f"--output={output}")
+  assert generated.returncode == 0, generated.stderr
+  lines = output.read_text().splitlines()
+  assert [len(line.split()) for line in lines] == [20, 20, 5]
+
+  before = {**snapshot(workdir), "sample": output.stat().st_mtime}
+  assert_one_line_error(lm_jax("generate", f"--workdir={workdir}", "--temperature=0", f"--output={output}"),
+                        r"--temperature must be > 0 \(got 0.0\)")
+  assert_one_line_error(lm_jax("generate", f"--workdir={workdir}", "--prompt=zzzz", f"--output={output}"),
+                        r"words \['zzzz'\] are not in the vocabulary and it has no <unk>")
+  assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.nhid=32", f"--workdir={workdir}"),
+                        r"already holds a run; pass --resume to continue it, --overwrite to replace it")
+  assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.cell=lsmt", f"--workdir={workdir}"),
+                        r"unknown cell 'lsmt'; use one of lstm, gru, rnn_tanh, rnn_relu")
+  assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.tied=True", "--config.model.emsize=8",
+                               f"--workdir={workdir}"), r"a tied model needs nhid == emsize")
+  other = tmp_path / "other"
+  other.mkdir()
+  for split in ("train", "valid", "test"):
+    (other / f"{split}.txt").write_text("some other words\n")
+  assert_one_line_error(lm_jax("evaluate", f"--workdir={workdir}", f"--data_dir={other}"),
+                        r"the data's vocabulary \(4 words\) is not the checkpoint's")
+  (other / "valid.txt").write_bytes(b"caf\xe9\n")
+  assert_one_line_error(lm_jax("evaluate", f"--workdir={workdir}", f"--data_dir={other}"),
+                        r"valid.txt is not UTF-8 text \(bad byte at line 1\)")
+  assert_one_line_error(lm_jax("evaluate", f"--workdir={tmp_path / 'none'}"), r"no best checkpoint in .*train a model")
+  assert {**snapshot(workdir), "sample": output.stat().st_mtime} == before
+
+
+def test_prompt_words_missing_from_the_vocabulary_become_unk(tmp_path):
+  (tmp_path / "data").mkdir()
+  for split in ("train", "valid", "test"):
+    (tmp_path / "data" / f"{split}.txt").write_text("the <unk> cat sat\nthe dog sat\n" * 30)
+  c = tiny_config(epochs=1)
+  c.data.update(source="dir", dir=str(tmp_path / "data"))
+  train_and_evaluate(c, str(tmp_path / "run"))
+  result = lm_jax("generate", f"--workdir={tmp_path / 'run'}", "--words=5", "--prompt=the zebra")
+  assert result.returncode == 0, result.stderr
+  assert "prompt words not in the vocabulary, read as <unk>: zebra" in result.stderr
+  assert len(result.stdout.split()) == 5
