@@ -21,12 +21,6 @@ Params = Any
 Metrics = dict[str, jax.Array]
 
 
-def token_nll(logits_TxBxV: jax.Array, targets_TxB: jax.Array) -> jax.Array:
-  """-log softmax(logits)[target] per token, [T, B]."""
-  target_logit_TxB = jnp.take_along_axis(logits_TxBxV, targets_TxB[..., None], axis=-1)[..., 0]
-  return jax.nn.logsumexp(logits_TxBxV, axis=-1) - target_logit_TxB
-
-
 def window_loss(model: RNNModel, params: Params, carry: State, data_TxB: jax.Array, start: jax.Array,
                 length: jax.Array, max_len: int, train: bool, dropout_rng: jax.Array | None = None,
                 sum_over_time: bool = False) -> tuple[jax.Array, tuple[jax.Array, State]]:
@@ -35,8 +29,9 @@ def window_loss(model: RNNModel, params: Params, carry: State, data_TxB: jax.Arr
   inputs_TxB, targets_TxB = slice_window(data_TxB, start, max_len)
   valid_T = valid_steps_mask(length, max_len)
   rngs = {"dropout": dropout_rng} if train else {}
-  logits_TxBxV, carry = model.apply({"params": params}, inputs_TxB, carry, valid_T, train=train, rngs=rngs)
-  nll_sum = jnp.sum(token_nll(logits_TxBxV, targets_TxB) * valid_T[:, None])
+  nll_TxB, carry = model.apply({"params": params}, inputs_TxB, targets_TxB, carry, valid_T, train=train, rngs=rngs,
+                               method=RNNModel.nll)
+  nll_sum = jnp.sum(nll_TxB * valid_T[:, None])
   tokens_averaged = inputs_TxB.shape[1] if sum_over_time else length * inputs_TxB.shape[1]
   return nll_sum / tokens_averaged, (nll_sum, carry)
 

@@ -122,3 +122,24 @@ def test_dropout_masks_depend_on_the_step_and_vanish_in_evaluation():
   eval_a = steps.window_loss(model, params, carry0, split.padded_TxB, 0, BPTT, BPTT, False)[0]
   eval_b = steps.window_loss(model, params, carry0, split.padded_TxB, 0, BPTT, BPTT, False)[0]
   assert float(eval_a) == float(eval_b)
+
+
+def test_fused_decoder_nll_and_its_gradients_match_float64_autodiff():
+  from lm_jax.models.softmax_nll import decoder_nll
+
+  rng = np.random.default_rng(7)
+  h, w, b = rng.normal(size=(9, 5)), rng.normal(size=(30, 5)), rng.normal(size=30)
+  targets = rng.integers(0, 30, 9)
+  weights = rng.uniform(size=9)  # a masked/weighted sum, as the loss uses it
+
+  def reference(h, w, b):
+    logits = h @ w.T + b
+    return jnp.sum(weights * (jax.nn.logsumexp(logits, -1) - logits[np.arange(9), targets]))
+
+  with jax.enable_x64():
+    expected_loss, expected_grads = jax.value_and_grad(reference, argnums=(0, 1, 2))(h, w, b)
+  fused = lambda h, w, b: jnp.sum(weights * decoder_nll(h, w, b, jnp.asarray(targets)))
+  loss, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(*(jnp.asarray(x, jnp.float32) for x in (h, w, b)))
+  np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+  for got, want in zip(grads, expected_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from lm_jax.models.cells import CELLS, State
 from lm_jax.models.recurrence import run_layer
+from lm_jax.models.softmax_nll import decoder_nll
 
 
 def uniform(scale: float) -> nn.initializers.Initializer:
@@ -78,9 +79,14 @@ class RNNModel(nn.Module):
   def decode(self, h_TxBxH: jax.Array) -> jax.Array:
     return h_TxBxH @ self.decoder_weight_VxH.T + self.decoder_bias_V
 
-  def decoder_params(self) -> tuple[jax.Array, jax.Array]:
-    """(weight [V, H], bias [V]) of the decoder; the weight is the embedding when tied."""
-    return self.decoder_weight_VxH, self.decoder_bias_V
+  def nll(self, tokens_TxB: jax.Array, targets_TxB: jax.Array, carry: State, valid_T: jax.Array | None = None,
+          *, train: bool = False) -> tuple[jax.Array, State]:
+    """-log p(target) per position [T, B] (decoder and softmax fused, see softmax_nll), and the new state."""
+    h_TxBxH, carry = self.features(tokens_TxB, carry, valid_T, train=train)
+    steps, batch, nhid = h_TxBxH.shape
+    nll_N = decoder_nll(h_TxBxH.reshape(steps * batch, nhid), self.decoder_weight_VxH, self.decoder_bias_V,
+                        targets_TxB.reshape(steps * batch))
+    return nll_N.reshape(steps, batch), carry
 
 
 def zero_carry(cell: str, nlayers: int, batch_size: int, nhid: int) -> State:
