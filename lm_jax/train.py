@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from tqdm import tqdm
 
 from lm_jax import checkpoints, config as config_lib, optim, steps, workdir as workdir_lib
@@ -132,9 +131,9 @@ def _train_epoch(config, train_step, params, opt_state, carry, rng, step, window
   for batch, (start, length) in enumerate(windows, 1):
     params, opt_state, carry, step_metrics = train_step(params, opt_state, carry, rng, step, start, length,
                                                         train.padded_TxB)
-    if step == 0:
+    if batch == 1:
       jax.block_until_ready(step_metrics)
-      logging.info("first train step (with compilation) took %.1f s", time.time() - interval_start)
+      tqdm.write(f"| first train step of the epoch, compilation included: {time.time() - interval_start:.1f}s")
     step += 1
     interval_losses.append(step_metrics["loss"])
     progress.update()
