@@ -1,0 +1,88 @@
+"""The lm_jax side: the trainer's own model, optimiser, compiled steps, evaluator and generator."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import optax
+
+from lm_jax import steps
+from lm_jax.config import reference_config
+from lm_jax.data.batching import DeviceSplit, put_on_device, window_bounds
+from lm_jax.generate import generate
+from lm_jax.models.rnn_model import RNNModel, model_from_config, zero_carry
+from lm_jax.optim import make_optimizer
+from lm_jax.train import Evaluator, init_params
+
+from benchmarks.measure import Workload
+from benchmarks.shapes import Shape, random_stream
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  model: RNNModel
+  optimizer: optax.GradientTransformation
+  params: steps.Params
+  train: DeviceSplit
+  evaluation: DeviceSplit
+
+
+def setup(shape: Shape) -> Setup:
+  """The reference config with the shape's model, batch and window; data on the device once."""
+  config = reference_config()
+  config.model.update(cell=shape.cell, emsize=shape.nhid, nhid=shape.nhid, nlayers=shape.nlayers,
+                      dropout=shape.dropout, tied=shape.tied)
+  config.update(batch_size=shape.batch, eval_batch_size=shape.eval_batch, bptt=shape.bptt, lr=shape.lr,
+                clip=shape.clip)
+  model = model_from_config(config.model, shape.vocab)
+  train = put_on_device(random_stream(shape, shape.batch, shape.train_windows, seed=0), shape.batch, shape.bptt)
+  evaluation = put_on_device(random_stream(shape, shape.eval_batch, shape.eval_windows, seed=1),
+                             shape.eval_batch, shape.bptt)
+  return Setup(model, make_optimizer(config), init_params(model, config.seed, shape.batch), train, evaluation)
+
+
+def compilation_counter(jitted: Callable) -> Callable[[], int]:
+  """Compiled programs of `jitted`: its cache size where jax exposes one, else every backend
+  compilation in the process from now on."""
+  if hasattr(jitted, "_cache_size"):
+    return jitted._cache_size
+  compiled = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, duration, **_: compiled.append(event) if event == BACKEND_COMPILE_EVENT else None)
+  return lambda: len(compiled)
+
+
+def device_peak_mib() -> float | None:
+  stats = jax.local_devices()[0].memory_stats()  # None on CPU
+  return stats["peak_bytes_in_use"] / 2 ** 20 if stats and "peak_bytes_in_use" in stats else None
+
+
+def build(shape: Shape) -> Workload:
+  s = setup(shape)
+  train_step = steps.make_train_step(s.model, s.optimizer, shape.bptt)
+  evaluator = Evaluator(s.model, shape.bptt)
+  windows = window_bounds(s.train.rows, shape.bptt)
+  rng = jax.random.PRNGKey(0)
+  params, opt_state, step = s.params, s.optimizer.init(s.params), 0
+  carry = zero_carry(shape.cell, shape.nlayers, shape.batch, shape.nhid)
+
+  def train() -> None:
+    nonlocal params, opt_state, carry, step
+    start, length = windows[step % len(windows)]
+    params, opt_state, carry, metrics = train_step(params, opt_state, carry, rng, step, start, length,
+                                                   s.train.padded_TxB)
+    jax.block_until_ready((params, opt_state, carry, metrics))
+    step += 1
+
+  return Workload(
+      train_step=train,
+      evaluate=lambda: evaluator.mean_nll(params, s.evaluation),  # a host float, so it waits for the device
+      generate=lambda: jax.block_until_ready(generate(s.model, params, rng, shape.gen_words, 1.0)),
+      compilations=compilation_counter(train_step),
+      device_peak_mib=device_peak_mib,
+      device=str(jax.devices()[0].device_kind),
+  )

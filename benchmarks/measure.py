@@ -1,0 +1,69 @@
+"""One framework-neutral interface (`Workload`) and the one procedure that times it, so lm_jax and
+PyTorch are measured by exactly the same code."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import statistics
+import time
+from typing import Callable
+
+from benchmarks.shapes import Shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """A model of one shape in one framework. Each callable returns once its work is finished on the
+  device, so wall-clock time around it is the time of the work."""
+
+  train_step: Callable[[], None]
+  evaluate: Callable[[], None]
+  generate: Callable[[], None]
+  compilations: Callable[[], int | None]        # compiled train-step programs; None where nothing compiles
+  device_peak_mib: Callable[[], float | None]   # accelerator memory; None on CPU
+  device: str
+
+
+def seconds(fn: Callable[[], None]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def median_seconds(fn: Callable[[], None], calls: int) -> float:
+  return statistics.median(seconds(fn) for _ in range(calls))
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(workload: Workload, shape: Shape) -> dict:
+  """Steady-state medians after warm-up; compile time is the first call minus the steady state."""
+  first_step_s = seconds(workload.train_step)
+  compilations_after_first = workload.compilations()
+  for _ in range(shape.warmup - 1):
+    workload.train_step()
+  compilations_after_warmup = workload.compilations()
+  step_s = median_seconds(workload.train_step, shape.steps)
+  compilations_at_end = workload.compilations()
+  first_eval_s = seconds(workload.evaluate)
+  eval_s = median_seconds(workload.evaluate, shape.repeats)
+  first_generate_s = seconds(workload.generate)
+  generate_s = median_seconds(workload.generate, shape.repeats)
+  return {
+      "device": workload.device,
+      "train_ms": 1000 * step_s,
+      "train_tokens_per_s": shape.train_tokens / step_s,
+      "compile_s": first_step_s - step_s,
+      "compilations_after_first": compilations_after_first,
+      "compilations_after_warmup": compilations_after_warmup,
+      "compilations_at_end": compilations_at_end,
+      "eval_tokens_per_s": shape.eval_tokens / eval_s,
+      "eval_compile_s": first_eval_s - eval_s,
+      "generate_words_per_s": shape.gen_words / generate_s,
+      "generate_compile_s": first_generate_s - generate_s,
+      "peak_rss_mib": peak_rss_mib(),
+      "device_peak_mib": workload.device_peak_mib(),
+  }
