@@ -6,6 +6,7 @@ from typing import Callable
 
 from absl import app, flags, logging
 
+from lm_jax import runtime
 from lm_jax.errors import exits_cleanly_on_user_error
 
 
@@ -18,6 +19,7 @@ def run_main(main: Callable[[list[str]], None], required_flags: list[str]) -> No
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
+    runtime.reuse_freed_memory()  # before JAX starts its threads
     main(argv)
 
   flags.mark_flags_as_required(required_flags)
