@@ -48,6 +48,7 @@ def reference_config() -> ml_collections.ConfigDict:
   c.bptt = 35
   c.seed = 1111
   c.log_interval = 200      # windows between log lines
+  c.checkpoint_every = 500  # windows between `latest` checkpoints (to resume from); 0: only at epoch ends
   return c
 
 
@@ -60,6 +61,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
   for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_interval"):
     need(c[name] > 0, f"config.{name} must be > 0 (got {c[name]})", f"pass --config.{name}=N with N >= 1")
+  need(c.checkpoint_every >= 0, f"config.checkpoint_every must be >= 0 (got {c.checkpoint_every})",
+       "pass --config.checkpoint_every=N (0 checkpoints only at epoch ends)")
   m = c.model
   need(m.cell in CELLS, f"unknown cell {m.cell!r}", f"use one of {', '.join(CELLS)}")
   for name in ("emsize", "nhid", "nlayers", "unroll"):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
 import ml_collections
 
+from lm_jax import parallel
 from lm_jax.errors import UserError
 
 CONFIG_FILE = "config.json"
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", CONFIG_FILE)
+METRICS_FILE = "metrics.jsonl"
+RUN_OUTPUTS = ("checkpoints", METRICS_FILE, "tensorboard", CONFIG_FILE)
 # Fields a resumed run may change without becoming a different run.
-RESUMABLE_CHANGES = ("epochs", "log_interval")
+RESUMABLE_CHANGES = ("epochs", "log_interval", "checkpoint_every")
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -38,17 +41,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
-  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed."""
-  if resume and overwrite:
-    raise UserError("--resume and --overwrite contradict each other; pass one of them")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f"workdir {workdir!r} is a file; pass a directory to --workdir")
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  new = config.to_dict()
-  resuming = False
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      old = json.load(f)
+  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed.
+  With several processes every one checks, then process 0 alone writes."""
+  resuming = _check(workdir, config, resume, overwrite)
+  parallel.barrier("workdir checked")  # no process may see the config file this run is about to write
+  if parallel.is_main_process():
     if overwrite:
       for name in RUN_OUTPUTS:
         path = os.path.join(workdir, name)
@@ -56,15 +53,42 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overw
           shutil.rmtree(path)
         elif os.path.exists(path):
           os.remove(path)
-    elif resume:
-      differences = config_differences(old, new)
-      if differences:
-        raise UserError(f"workdir {workdir!r} holds a run of a different config ({'; '.join(differences[:3])}); "
-                        "resume with the same config, or use another --workdir")
-      resuming = True
-    else:
-      raise UserError(f"workdir {workdir!r} already holds a run; pass --resume to continue it, "
-                      "--overwrite to replace it, or use another --workdir")
-  os.makedirs(workdir, exist_ok=True)
-  write_atomically(config_path, json.dumps(new, indent=2, sort_keys=True))
+    os.makedirs(workdir, exist_ok=True)
+    write_atomically(os.path.join(workdir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2, sort_keys=True))
+  parallel.barrier("workdir claimed")
   return resuming
+
+
+def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
+  if resume and overwrite:
+    raise UserError("--resume and --overwrite contradict each other; pass one of them")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} is a file; pass a directory to --workdir")
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(config_path) or overwrite:
+    return False
+  if not resume:
+    raise UserError(f"workdir {workdir!r} already holds a run; pass --resume to continue it, "
+                    "--overwrite to replace it, or use another --workdir")
+  with open(config_path) as f:
+    differences = config_differences(json.load(f), config.to_dict())
+  if differences:
+    raise UserError(f"workdir {workdir!r} holds a run of a different config ({'; '.join(differences[:3])}); "
+                    "resume with the same config, or use another --workdir")
+  return True
+
+
+def drop_metrics_after(workdir: str, step: int) -> None:
+  """Forgets the metrics a resumed run is about to record again: those logged after `step`."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      kept = [line for line in f if _recorded_step(line) <= step]
+    write_atomically(path, "".join(kept))
+
+
+def _recorded_step(line: str) -> float:
+  try:
+    return json.loads(line)["step"]
+  except (json.JSONDecodeError, KeyError):
+    return math.inf  # a line torn by a kill in the middle of writing it

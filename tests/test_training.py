@@ -60,7 +60,8 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
   monkeypatch.setattr(optim, "next_learning_rate", lambda *args: math.nan)  # poison epoch 2
   with pytest.raises(TrainingDiverged, match=r"training loss at epoch 2, batch \d+ became (nan|inf).*lower --config.lr"):
     train_and_evaluate(tiny_config(epochs=3), workdir)
-  assert checkpoints.latest_step(workdir, checkpoints.LATEST) == 1
+  meta = checkpoints.restore_meta(workdir, checkpoints.LATEST)
+  assert (meta["epoch"], meta["window"]) == (1, 0)  # the end of epoch 1, nothing of epoch 2
   kept = latest_params(workdir, tiny_config())
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
 

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
 from lm_jax.cli.common import run_main
+from lm_jax.errors import UserError
+
+# The status a shell gives a process that SIGTERM ended (128 + 15); here the run saved a checkpoint first.
+EXIT_PREEMPTED = 143
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard events.")
-_RESUME = flags.DEFINE_bool("resume", False, "Continue the run of the same config held in --workdir.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue the run of the same config held in --workdir (if any).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run held in --workdir.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-process run (jax.distributed.initialize); on a "
+                                 "Cloud TPU VM nothing else is needed.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed elsewhere than on a TPU VM: "
+                                   "HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes take part.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 to "
+                                   "num_processes - 1.")
 
 
 def main(argv: list[str]) -> None:
-  from lm_jax.train import train_and_evaluate  # After flag parsing, so --help stays fast.
+  from lm_jax import parallel  # After flag parsing, so --help stays fast.
+  from lm_jax.train import Preempted, train_and_evaluate
 
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value)
+  cluster = {"coordinator_address": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
+             "process_id": _PROCESS_ID.value}
+  if _DISTRIBUTED.value:
+    parallel.initialize_distributed(**cluster)
+  elif any(value is not None for value in cluster.values()):
+    given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
+    raise UserError(f"{given} given without --distributed; add --distributed to join a multi-process run")
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value)
+  except Preempted as e:
+    print(f"{argv[0].rsplit('/', 1)[-1]}: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
 
 
 def run() -> None:

@@ -6,6 +6,10 @@ with L = min(bptt, rows - 1 - start). Inside jit every window is sliced at a fix
 `max_len` from a copy of the data padded with `max_len` extra rows, so a short window (the last
 one, or any window of variable-length BPTT) is the same program: positions t >= L are masked out
 of the loss and the hidden state stops at step L.
+
+On the device mesh the columns are split over the devices (a column stays on its device for the
+whole epoch). A batch that does not divide the device count gets dummy columns of zeros, which the
+evaluation leaves out of its sums; training refuses such a batch (see train.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from lm_jax import parallel
 from lm_jax.errors import UserError
 
 
@@ -32,15 +38,12 @@ def window_bounds(rows: int, bptt: int) -> list[tuple[int, int]]:
 
 @dataclasses.dataclass(frozen=True)
 class DeviceSplit:
-  """A batchified split placed on the device once, padded for fixed-length slicing."""
+  """A batchified split placed on the device mesh once, padded for fixed-length slicing."""
 
-  padded_TxB: jax.Array  # rows + max_len rows; the padding is never scored
+  padded_TxB: jax.Array  # rows + max_len rows; columns padded to a multiple of the device count; padding never scored
   rows: int               # batchified rows before padding
   max_len: int            # static window length used inside jit
-
-  @property
-  def batch_size(self) -> int:
-    return self.padded_TxB.shape[1]
+  batch_size: int         # real columns; those past it are dummies
 
   @property
   def num_tokens_scored(self) -> int:
@@ -48,14 +51,18 @@ class DeviceSplit:
 
 
 def put_on_device(ids: np.ndarray, batch_size: int, max_len: int, name: str = "data",
-                  sharding: jax.sharding.Sharding | None = None) -> DeviceSplit:
-  """batchify, pad `max_len` rows of zeros (ids past the end are masked), place on the device."""
+                  mesh: Mesh | None = None) -> DeviceSplit:
+  """batchify, pad `max_len` rows of zeros (ids past the end are masked) and dummy columns up to a
+  multiple of the device count, place on `mesh` (default: every device) with columns split over it."""
+  mesh = parallel.data_mesh() if mesh is None else mesh
   data_TxB = batchify(ids, batch_size)
-  if data_TxB.shape[0] < 2:
+  rows = data_TxB.shape[0]
+  if rows < 2:
     raise UserError(f"the {name} split has {len(ids)} tokens, too few for batch size {batch_size}; "
                     "use a smaller batch size or more data")
-  padded = np.concatenate([data_TxB, np.zeros((max_len, batch_size), np.int32)])
-  return DeviceSplit(jax.device_put(padded, sharding), data_TxB.shape[0], max_len)
+  padded = np.zeros((rows + max_len, parallel.padded_columns(batch_size, mesh)), np.int32)
+  padded[:rows, :batch_size] = data_TxB
+  return DeviceSplit(parallel.put(padded, mesh, parallel.COLUMNS), rows, max_len, batch_size)
 
 
 def slice_window(padded_TxB: jax.Array, start: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
