@@ -14,7 +14,8 @@ from lm_jax.data.batching import DeviceSplit, put_on_device, window_bounds
 from lm_jax.generate import generate
 from lm_jax.models.rnn_model import RNNModel, model_from_config, zero_carry
 from lm_jax.optim import make_optimizer
-from lm_jax.train import Evaluator, init_params
+from lm_jax.models.rnn_model import init_params
+from lm_jax.train import Evaluator
 
 from benchmarks.measure import Workload
 from benchmarks.shapes import Shape, random_stream

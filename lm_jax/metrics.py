@@ -9,14 +9,18 @@ import time
 from absl import logging
 
 
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
 class MetricsWriter:
   """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard."""
 
   def __init__(self, workdir: str):
-    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._path = os.path.join(workdir, METRICS_FILE)
     try:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
     except ImportError:  # Not on every image (the GPU one lacks it); JSON lines suffice.
       logging.warning("tensorboardX is not installed: writing metrics.jsonl only")
       self._tb = None

@@ -22,7 +22,6 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
@@ -34,7 +33,7 @@ from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsWriter
 from lm_jax.models.cells import State
-from lm_jax.models.rnn_model import RNNModel, model_from_config, zero_carry
+from lm_jax.models.rnn_model import RNNModel, init_params, model_from_config, zero_carry
 
 
 class TrainingDiverged(UserError):
@@ -43,12 +42,6 @@ class TrainingDiverged(UserError):
 
 class Preempted(Exception):
   """SIGTERM stopped the run at a step boundary, after writing the checkpoint to resume from."""
-
-
-def init_params(model: RNNModel, seed: int, batch_size: int) -> steps.Params:
-  tokens_TxB = jnp.zeros((1, batch_size), jnp.int32)
-  carry = zero_carry(model.cell, model.nlayers, batch_size, model.nhid)
-  return model.init(jax.random.PRNGKey(seed), tokens_TxB, carry)["params"]
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ import ml_collections
 
 from lm_jax import checkpoints
 from lm_jax.data.vocab import Vocabulary
-from lm_jax.models.rnn_model import RNNModel, model_from_config, zero_carry
+from lm_jax.models.rnn_model import RNNModel, init_params, model_from_config
 from lm_jax.steps import Params
 
 
@@ -27,7 +27,6 @@ def load(workdir: str, kind: str = checkpoints.BEST) -> TrainedModel:
   config = ml_collections.ConfigDict(meta["config"])
   vocab = Vocabulary(meta["vocab"])
   model = model_from_config(config.model, len(vocab))
-  carry = zero_carry(model.cell, model.nlayers, 1, model.nhid)
-  like_params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 1), "int32"), carry))
-  state, _ = checkpoints.restore(workdir, kind, {"params": like_params["params"]})
+  like_params = jax.eval_shape(lambda: init_params(model, 0, 1))
+  state, _ = checkpoints.restore(workdir, kind, {"params": like_params})
   return TrainedModel(model, state["params"], vocab, config)

@@ -10,11 +10,11 @@ import shutil
 import ml_collections
 
 from lm_jax import parallel
+from lm_jax.metrics import METRICS_FILE, TENSORBOARD_DIR
 from lm_jax.errors import UserError
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RUN_OUTPUTS = ("checkpoints", METRICS_FILE, "tensorboard", CONFIG_FILE)
+RUN_OUTPUTS = ("checkpoints", METRICS_FILE, TENSORBOARD_DIR, CONFIG_FILE)
 # Fields a resumed run may change without becoming a different run.
 RESUMABLE_CHANGES = ("epochs", "log_interval", "checkpoint_every")
 

@@ -20,7 +20,8 @@ from lm_jax.data.batching import put_on_device, window_bounds  # noqa: E402
 from lm_jax.data.sources import corpus_from_lines, read_directory  # noqa: E402
 from lm_jax.errors import UserError  # noqa: E402
 from lm_jax.models.rnn_model import RNNModel, zero_carry  # noqa: E402
-from lm_jax.train import Evaluator, init_params  # noqa: E402
+from lm_jax.models.rnn_model import init_params
+from lm_jax.train import Evaluator  # noqa: E402
 from tests import torch_reference  # noqa: E402
 from tests.torch_reference import TorchRNNModel  # noqa: E402
 

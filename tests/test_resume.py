@@ -20,7 +20,8 @@ import pytest
 
 from lm_jax import checkpoints
 from lm_jax.models.rnn_model import model_from_config
-from lm_jax.train import init_params, train_and_evaluate
+from lm_jax.models.rnn_model import init_params
+from lm_jax.train import train_and_evaluate
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

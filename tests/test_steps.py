@@ -12,7 +12,8 @@ import pytest
 from lm_jax import steps
 from lm_jax.data.batching import batchify, put_on_device
 from lm_jax.models.rnn_model import RNNModel, zero_carry
-from lm_jax.train import Evaluator, init_params
+from lm_jax.models.rnn_model import init_params
+from lm_jax.train import Evaluator
 
 V, B, BPTT = 40, 4, 6
 

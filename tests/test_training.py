@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from lm_jax import checkpoints, optim, trained
-from lm_jax.models.rnn_model import model_from_config
-from lm_jax.train import init_params
+from lm_jax.models.rnn_model import init_params, model_from_config
 from lm_jax.errors import UserError
 from lm_jax.train import TrainingDiverged, train_and_evaluate
 from tests.conftest import tiny_config

@@ -94,6 +94,13 @@ def zero_carry(cell: str, nlayers: int, batch_size: int, nhid: int) -> State:
   return tuple(jnp.zeros((nlayers, batch_size, nhid)) for _ in range(CELLS[cell].num_states))
 
 
+def init_params(model: RNNModel, seed: int, batch_size: int) -> dict:
+  """Freshly initialised parameters (the reference's init) from `seed`."""
+  tokens_TxB = jnp.zeros((1, batch_size), jnp.int32)
+  carry = zero_carry(model.cell, model.nlayers, batch_size, model.nhid)
+  return model.init(jax.random.PRNGKey(seed), tokens_TxB, carry)["params"]
+
+
 def model_from_config(model_config, vocab_size: int) -> RNNModel:
   return RNNModel(vocab_size=vocab_size, cell=model_config.cell, emsize=model_config.emsize,
                   nhid=model_config.nhid, nlayers=model_config.nlayers, dropout=model_config.dropout,
