@@ -1,4 +1,4 @@
-"""Each cell against a float64 NumPy re-implementation of PyTorch's equations."""
+"""Each cell, and a layer's hand-written gradient, against float64 re-implementations of PyTorch's equations."""
 
 from __future__ import annotations
 
@@ -13,26 +13,24 @@ from lm_jax.models.recurrence import run_layer
 B, I, H = 3, 5, 4
 
 
-def sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
-
-
-def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh):
-  """PyTorch's documented equations, weights in PyTorch's [G*H, in] layout, float64."""
+def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh, xp=np):
+  """PyTorch's documented equations, weights in PyTorch's [G*H, in] layout, float64; `xp` = np, or
+  jnp to differentiate them."""
+  sigmoid = lambda v: 1.0 / (1.0 + xp.exp(-v))
   gi = x @ w_ih.T + b_ih
   gh = state[0] @ w_hh.T + b_hh
   if cell == "lstm":
     h, c = state
-    i, f, g, o = np.split(gi + gh, 4, axis=-1)
-    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-    return sigmoid(o) * np.tanh(c), c
+    i, f, g, o = xp.split(gi + gh, 4, axis=-1)
+    c = sigmoid(f) * c + sigmoid(i) * xp.tanh(g)
+    return sigmoid(o) * xp.tanh(c), c
   if cell == "gru":
     (h,) = state
     r = sigmoid(gi[:, :H] + gh[:, :H])
     z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    n = xp.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
     return ((1 - z) * n + z * h,)
-  act = np.tanh if cell == "rnn_tanh" else (lambda v: np.maximum(v, 0.0))
+  act = xp.tanh if cell == "rnn_tanh" else (lambda v: xp.maximum(v, 0.0))
   return (act(gi + gh),)
 
 
@@ -77,6 +75,41 @@ def test_padding_steps_hold_the_state(cell):
                        tuple(jnp.asarray(s, jnp.float32) for s in state), jnp.arange(7) < 4)
   for got, want in zip(final, expected_state):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_layer_gradient_matches_float64_autodiff_of_the_equations(cell):
+  """run_layer's own VJP against autodiff of a plain float64 loop over PyTorch's equations: every
+  weight, the input and the initial state, with padding steps and a gradient on the final state."""
+  w, state = random_layer(cell, seed=4)
+  rng = np.random.default_rng(5)
+  x_TxBxI = rng.normal(size=(7, B, I))
+  valid_T = np.arange(7) < 5
+  out_weights = rng.normal(size=(7, B, H))
+  state_weights = [rng.normal(size=(B, H)) for _ in state]
+
+  def reference(w, x_TxBxI, state):
+    loss = 0.0
+    for t in range(7):
+      new_state = numpy_step(cell, x_TxBxI[t], state, **w, xp=jnp)
+      loss += jnp.sum(out_weights[t] * new_state[0])
+      state = tuple(jnp.where(valid_T[t], new, old) for new, old in zip(new_state, state))
+    return loss + sum(jnp.sum(sw * s) for sw, s in zip(state_weights, state))
+
+  def lm_jax_loss(w, x_TxBxI, state):
+    h_TxBxH, final = run_layer(CELLS[cell], w, x_TxBxI, state, jnp.asarray(valid_T))
+    return jnp.sum(out_weights * h_TxBxH) + sum(jnp.sum(sw * s) for sw, s in zip(state_weights, final))
+
+  with jax.enable_x64():
+    expected = jax.grad(reference, argnums=(0, 1, 2))(w, x_TxBxI, state)
+  got = jax.grad(lm_jax_loss, argnums=(0, 1, 2))(as_lm_jax(w), jnp.asarray(x_TxBxI, jnp.float32),
+                                                  tuple(jnp.asarray(s, jnp.float32) for s in state))
+  for name in w:  # lm_jax keeps its weight matrices transposed
+    want = expected[0][name].T if name.startswith("w_") else expected[0][name]
+    np.testing.assert_allclose(got[0][name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+  np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-5)
+  for got_s, want_s in zip(got[2], expected[2]):
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-4, atol=1e-5)
 
 
 def test_init_follows_the_reference_ranges():

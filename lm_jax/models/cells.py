@@ -1,8 +1,10 @@
 """Recurrent cells as pure functions, with PyTorch's equations and gate order.
 
-A cell step takes the input projection of one time step, `gi_BxG = x W_ih + b_ih` (computed for
-all time steps at once outside the scan), the carried state and the hidden-to-hidden weights, and
-returns the new state. State is a tuple of [B, H] arrays whose first entry is the output h.
+A cell step takes both projections of one time step, the input's `gi_BxG = x W_ih + b_ih` and the
+hidden state's `gh_BxG = h W_hh + b_hh` (recurrence.py computes them: gi for all time steps at once
+outside the scan, gh inside it), and the carried state, and returns the new state. State is a tuple
+of [B, H] arrays whose first entry is the output h. Keeping the matmuls out of the cells leaves each
+step elementwise, so recurrence.py can differentiate it on its own.
 """
 
 from __future__ import annotations
@@ -14,22 +16,22 @@ import jax
 import jax.numpy as jnp
 
 State = tuple[jax.Array, ...]
-StepFn = Callable[[jax.Array, State, jax.Array, jax.Array], State]
+StepFn = Callable[[jax.Array, jax.Array, State], State]
 
 
-def lstm_step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+def lstm_step(gi_BxG: jax.Array, gh_BxG: jax.Array, state: State) -> State:
   """Gates i, f, g, o; c' = f*c + i*g; h' = o*tanh(c')."""
-  h_BxH, c_BxH = state
-  i, f, g, o = jnp.split(gi_BxG + h_BxH @ w_hh_HxG + b_hh_G, 4, axis=-1)
+  _, c_BxH = state
+  i, f, g, o = jnp.split(gi_BxG + gh_BxG, 4, axis=-1)
   c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
   return jax.nn.sigmoid(o) * jnp.tanh(c_BxH), c_BxH
 
 
-def gru_step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+def gru_step(gi_BxG: jax.Array, gh_BxG: jax.Array, state: State) -> State:
   """Gates r, z, n; n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1-z)*n + z*h."""
   (h_BxH,) = state
   gi_r, gi_z, gi_n = jnp.split(gi_BxG, 3, axis=-1)
-  gh_r, gh_z, gh_n = jnp.split(h_BxH @ w_hh_HxG + b_hh_G, 3, axis=-1)
+  gh_r, gh_z, gh_n = jnp.split(gh_BxG, 3, axis=-1)
   r = jax.nn.sigmoid(gi_r + gh_r)
   z = jax.nn.sigmoid(gi_z + gh_z)
   n = jnp.tanh(gi_n + r * gh_n)
@@ -37,10 +39,9 @@ def gru_step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.A
 
 
 def _elman_step(activation: Callable[[jax.Array], jax.Array]) -> StepFn:
-  def step(gi_BxG: jax.Array, state: State, w_hh_HxG: jax.Array, b_hh_G: jax.Array) -> State:
+  def step(gi_BxG: jax.Array, gh_BxG: jax.Array, state: State) -> State:
     """h' = act(W_ih x + b_ih + W_hh h + b_hh)."""
-    (h_BxH,) = state
-    return (activation(gi_BxG + h_BxH @ w_hh_HxG + b_hh_G),)
+    return (activation(gi_BxG + gh_BxG),)
 
   return step
 
