@@ -6,7 +6,8 @@ many: max, exp, sum, a second exp or a stored softmax, a dense one-hot for the t
 d logits array, and a column reduction for the bias gradient (single-threaded there: ~160 ms, more
 than a decoder matmul).
 
-Here the forward keeps only e = exp(logits - max) and its row sums s. With d logits = diag(g/s) e -
+Here the forward keeps only e = exp(logits - max) and its row sums s (three passes: the matmul with
+the bias folded in, the max, the exp). With d logits = diag(g/s) e -
 onehot(target) diag(g), every gradient splits into a product with e and a sparse target term:
 
   dh = diag(g/s) (e W) - g * W[target]
@@ -30,10 +31,13 @@ def decoder_nll(h_NxH: jax.Array, w_VxH: jax.Array, b_V: jax.Array, targets_N: j
 
 
 def _forward(h_NxH, w_VxH, b_V, targets_N):
-  logits_NxV = h_NxH @ w_VxH.T + b_V
+  # The bias rides in the matmul as one more input column ([h, 1] [W, b]^T): XLA:CPU would otherwise
+  # add it in a pass of its own over the logits, and copying W is far cheaper than that pass.
+  ones_Nx1 = jnp.ones((h_NxH.shape[0], 1), h_NxH.dtype)
+  logits_NxV = jnp.concatenate([h_NxH, ones_Nx1], axis=1) @ jnp.concatenate([w_VxH, b_V[:, None]], axis=1).T
   max_N = jnp.max(logits_NxV, axis=-1)
   exp_NxV = jnp.exp(logits_NxV - max_N[:, None])
-  sum_N = jnp.sum(exp_NxV, axis=-1)
+  sum_N = exp_NxV @ jnp.ones(exp_NxV.shape[1], exp_NxV.dtype)  # a matrix-vector product beats XLA:CPU's row sum
   # The target logits from their N weight rows, not a gather from the [N, V] logits.
   target_logit_N = jnp.sum(h_NxH * w_VxH[targets_N], axis=-1) + b_V[targets_N]
   nll_N = max_N + jnp.log(sum_N) - target_logit_N
