@@ -17,7 +17,7 @@ FRAMEWORKS = {"lm_jax": "lm_jax", "pytorch": "PyTorch"}  # key -> label; workers
 RATIOS = {"train": "train_tokens_per_s", "eval": "eval_tokens_per_s", "generate": "generate_words_per_s"}
 COMPILE_LIMIT_S = 10.0
 COMPILATION_COUNTS = ("compilations_after_first", "compilations_after_warmup", "compilations_at_end")
-BREAKDOWN_PARTS = ("embedding", "recurrence", "decoder", "softmax_ce", "backward", "optimiser", "rest")
+BREAKDOWN_PARTS = ("recurrence", "decoder_matmuls", "softmax_passes", "optimiser", "rest")
 
 
 def summarise(shape: Shape, runs: dict[str, list[dict]]) -> dict:
