@@ -184,7 +184,7 @@ def plot(results: dict, path: Path) -> bool:
     axis.set_title(size)
     axis.margins(y=0.15)  # room for the speedup labels
     axis.set_ylabel("ms per train step (lower is faster)")
-  axes[0][0].legend()
+  axes[0][0].legend(loc="lower left")  # below the speedup labels
   figure.suptitle(results["machine"]["name"])
   figure.tight_layout()
   figure.savefig(path, dpi=120)

@@ -26,7 +26,8 @@ def run_layer(cell: Cell, weights: Weights, x_TxBxI: jax.Array, state: State, va
   """Returns the outputs h_TxBxH and the state after the last valid step.
 
   `valid_T[t]` is False for padding steps past the window's length: there the state is held, so
-  the returned state is the one after exactly `length` steps.
+  the returned state is the one after exactly `length` steps. `unroll` applies to the forward scan;
+  the backward loop stays rolled (unrolling it measured slower on XLA:CPU).
   """
   # A plain dict (flax hands a FrozenDict), the structure the gradient below is built in.
   return _layer(cell, unroll, dict(weights), x_TxBxI, state, valid_T)
@@ -76,9 +77,8 @@ def _layer_backward(cell, unroll, residuals, cotangents):
       return _hold(valid, new_state, state), new_state[0]
 
     dgi_BxG, dgh_BxG, dstate = jax.vjp(step, gi_BxG, gh_BxG, state)[1]((dstate, dh_BxH))
-    # The incoming h also made gh = h W_hh + b_hh.
-    # dgh W_hh^T contracts both operands along their contiguous G axis (faster on XLA:CPU than
-    # a product with a transposed copy of W_hh).
+    # The incoming h also made gh = h W_hh + b_hh. dgh W_hh^T contracts both operands along their
+    # contiguous G axis: faster on XLA:CPU than a product with a transposed copy of W_hh.
     return (dstate[0] + jnp.einsum("bg,hg->bh", dgh_BxG, weights["w_hh"]),) + dstate[1:], (dgi_BxG, dgh_BxG)
 
   dstate, (dgi_TxBxG, dgh_TxBxG) = jax.lax.scan(step_backward, dfinal_state,
