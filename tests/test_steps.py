@@ -131,6 +131,7 @@ def test_fused_decoder_nll_and_its_gradients_match_float64_autodiff():
   rng = np.random.default_rng(7)
   h, w, b = rng.normal(size=(9, 5)), rng.normal(size=(30, 5)), rng.normal(size=30)
   targets = rng.integers(0, 30, 9)
+  assert len(set(targets)) < len(targets)  # repeated targets: the backward's scatter-adds must sum them
   weights = rng.uniform(size=9)  # a masked/weighted sum, as the loss uses it
 
   def reference(h, w, b):
