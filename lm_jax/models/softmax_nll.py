@@ -6,9 +6,10 @@ many: max, exp, sum, a second exp or a stored softmax, a dense one-hot for the t
 d logits array, and a column reduction for the bias gradient (single-threaded there: ~160 ms, more
 than a decoder matmul).
 
-Here the forward keeps only e = exp(logits - max) and its row sums s (three passes: the matmul with
-the bias folded in, the max, the exp). With d logits = diag(g/s) e -
-onehot(target) diag(g), every gradient splits into a product with e and a sparse target term:
+Here the forward makes four passes (the matmul with the bias folded in, the max, the exp, and a
+matrix-vector product for the row sums) and keeps only e = exp(logits - max) and its row sums s.
+With d logits = diag(g/s) e - onehot(target) diag(g), every gradient splits into a product with e
+and a sparse target term:
 
   dh = diag(g/s) (e W) - g * W[target]
   dW = e^T (diag(g/s) h) - scatter_add(target, g * h)
