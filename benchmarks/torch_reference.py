@@ -1,5 +1,7 @@
-"""The PyTorch side of the fidelity tests: word_language_model's RNNModel and its train and evaluate
-loops, built from torch.nn parts with the reference's structure, parameter names and rules."""
+"""PyTorch's word_language_model, from torch.nn parts with the reference's structure, parameter names
+and rules: the model lm_jax is checked against (tests/test_fidelity.py) and timed against
+(torch_model.py). Kept out of lm_jax, which imports without torch.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ class TorchRNNModel(nn.Module):
     return self.decoder(self.drop(h_TxBxH)), hidden
 
   def init_hidden(self, batch_size: int) -> Hidden:
-    h = torch.zeros(self.nlayers, batch_size, self.nhid, dtype=self.encoder.weight.dtype)
+    weight = self.encoder.weight
+    h = torch.zeros(self.nlayers, batch_size, self.nhid, dtype=weight.dtype, device=weight.device)
     return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
 
 
@@ -66,22 +69,28 @@ def windows(data_TxB: torch.Tensor, bptt: int):
     yield data_TxB[start:start + length], data_TxB[start + 1:start + 1 + length]
 
 
+def train_window(model: TorchRNNModel, inputs_TxB: torch.Tensor, targets_TxB: torch.Tensor, hidden: Hidden,
+                 lr: float, clip: float) -> tuple[float, Hidden]:
+  """One step of the reference's train(): forward, backward, clip_grad_norm_, then p -= lr * grad."""
+  model.train()
+  model.zero_grad()
+  logits_TxBxV, hidden = model(inputs_TxB, detach(hidden))
+  loss = F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten())
+  loss.backward()
+  nn.utils.clip_grad_norm_(model.parameters(), clip)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(p.grad, alpha=-lr)
+  return loss.item(), hidden  # .item(): the reference adds it to total_loss; it also waits for the device
+
+
 def train(model: TorchRNNModel, data_TxB: torch.Tensor, bptt: int, lr: float, clip: float) -> list[float]:
   """One pass of the reference's training loop; the loss of every window."""
-  model.train()
   hidden = model.init_hidden(data_TxB.size(1))
   losses = []
   for inputs_TxB, targets_TxB in windows(data_TxB, bptt):
-    model.zero_grad()
-    hidden = detach(hidden)
-    logits_TxBxV, hidden = model(inputs_TxB, hidden)
-    loss = F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten())
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), clip)
-    with torch.no_grad():
-      for p in model.parameters():
-        p.add_(p.grad, alpha=-lr)
-    losses.append(loss.item())
+    loss, hidden = train_window(model, inputs_TxB, targets_TxB, hidden, lr, clip)
+    losses.append(loss)
   return losses
 
 
