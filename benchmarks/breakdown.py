@@ -13,7 +13,7 @@ from lm_jax.data.batching import slice_window
 from lm_jax.models.rnn_model import RNNModel, zero_carry
 from lm_jax.models.softmax_nll import decoder_nll
 
-from benchmarks import jax_model
+from benchmarks import jax_workload
 from benchmarks.measure import median_seconds
 from benchmarks.shapes import Shape
 
@@ -35,7 +35,7 @@ def time_ms(fn: Callable, args: tuple, calls: int) -> float:
 
 
 def step_breakdown(shape: Shape, step_ms: float) -> dict[str, dict[str, float]]:
-  s = jax_model.setup(shape)
+  s = jax_workload.setup(shape)
   model, params = s.model, s.params
   inputs_TxB, targets_TxB = slice_window(s.train.padded_TxB, 0, shape.bptt)
   carry = zero_carry(shape.cell, shape.nlayers, shape.batch, shape.nhid)

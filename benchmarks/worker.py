@@ -13,7 +13,7 @@ import sys
 from benchmarks.measure import measure
 from benchmarks.shapes import Shape
 
-FRAMEWORKS = {"lm_jax": "benchmarks.jax_model", "pytorch": "benchmarks.torch_model"}
+FRAMEWORKS = {"lm_jax": "benchmarks.jax_workload", "pytorch": "benchmarks.torch_workload"}
 
 
 def run(spec: dict) -> dict:

@@ -22,8 +22,8 @@ from lm_jax.errors import UserError  # noqa: E402
 from lm_jax.models.rnn_model import RNNModel, zero_carry  # noqa: E402
 from lm_jax.models.rnn_model import init_params
 from lm_jax.train import Evaluator  # noqa: E402
-from benchmarks import torch_reference  # noqa: E402
-from benchmarks.torch_reference import TorchRNNModel  # noqa: E402
+from torch_reference import word_language_model as torch_reference  # noqa: E402
+from torch_reference.word_language_model import TorchRNNModel  # noqa: E402
 
 torch.set_num_threads(1)  # the machine is shared; small models gain nothing from threads
 
@@ -300,7 +300,7 @@ def test_import_errors_on_files_that_hold_no_state_dict(tmp_path, monkeypatch):
       f"{tmp_path / 'text.pt'} is neither a state_dict nor a model torch can unpickle here (")
 
   # A whole model whose class cannot be imported where it is loaded (the reference's model.py elsewhere).
-  (tmp_path / "elsewhere_model.py").write_text("from benchmarks.torch_reference import TorchRNNModel as RNNModel\n"
+  (tmp_path / "elsewhere_model.py").write_text("from torch_reference.word_language_model import TorchRNNModel as RNNModel\n"
                                                "class Model(RNNModel):\n  pass\n")
   monkeypatch.syspath_prepend(str(tmp_path))
   from elsewhere_model import Model

@@ -1,6 +1,6 @@
-"""PyTorch's word_language_model, from torch.nn parts with the reference's structure, parameter names
-and rules: the model lm_jax is checked against (tests/test_fidelity.py) and timed against
-(torch_model.py). Kept out of lm_jax, which imports without torch.
+"""PyTorch's word_language_model (pytorch/examples), from torch.nn parts with the reference's structure,
+parameter names and rules: model, batchify and windows, train step, evaluate, generate. lm_jax is checked
+against it (tests/test_fidelity.py) and timed against it (benchmarks/torch_workload.py).
 """
 
 from __future__ import annotations
@@ -62,11 +62,16 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
   return ids[: rows * batch_size].view(batch_size, rows).t().contiguous()
 
 
+def window(data_TxB: torch.Tensor, start: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+  """The reference's get_batch: (inputs, targets) of the window at row `start`; the last one may be short."""
+  length = min(bptt, data_TxB.size(0) - 1 - start)
+  return data_TxB[start:start + length], data_TxB[start + 1:start + 1 + length]
+
+
 def windows(data_TxB: torch.Tensor, bptt: int):
-  """(inputs, targets) of each truncated-BPTT window; the last one may be short."""
+  """Every truncated-BPTT window of an epoch, in order."""
   for start in range(0, data_TxB.size(0) - 1, bptt):
-    length = min(bptt, data_TxB.size(0) - 1 - start)
-    yield data_TxB[start:start + length], data_TxB[start + 1:start + 1 + length]
+    yield window(data_TxB, start, bptt)
 
 
 def train_window(model: TorchRNNModel, inputs_TxB: torch.Tensor, targets_TxB: torch.Tensor, hidden: Hidden,
@@ -104,3 +109,19 @@ def evaluate(model: TorchRNNModel, data_TxB: torch.Tensor, bptt: int) -> float:
     logits_TxBxV, hidden = model(inputs_TxB, hidden)
     total += len(inputs_TxB) * F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten()).item()
   return total / (data_TxB.size(0) - 1)
+
+
+@torch.no_grad()
+def generate(model: TorchRNNModel, num_words: int, temperature: float) -> list[int]:
+  """The reference's generate.py: a uniformly drawn first word, then one word in, the next sampled from
+  softmax(logits / temperature), each read back to the host (the reference writes it out there)."""
+  model.eval()
+  hidden = model.init_hidden(1)
+  input_1x1 = torch.randint(model.encoder.num_embeddings, (1, 1), device=model.encoder.weight.device)
+  words = []
+  for _ in range(num_words):
+    logits_1x1xV, hidden = model(input_1x1, hidden)
+    word = int(torch.multinomial(torch.softmax(logits_1x1xV[0, 0] / temperature, dim=-1), 1))
+    input_1x1.fill_(word)
+    words.append(word)
+  return words

@@ -1,5 +1,5 @@
-"""The PyTorch side: torch_reference's word_language_model (nn.LSTM / nn.GRU / nn.RNN run
-cuDNN on a GPU, MKL/oneDNN on a CPU), its train and evaluate steps, and the reference's generate loop."""
+"""The PyTorch workload: torch_reference's word_language_model (nn.LSTM / nn.GRU / nn.RNN run cuDNN on a
+GPU, MKL/oneDNN on a CPU), timed through its own train step, evaluate and generate loop."""
 
 from __future__ import annotations
 
@@ -9,22 +9,7 @@ import torch
 
 from benchmarks.measure import Workload
 from benchmarks.shapes import Shape, random_stream
-from benchmarks.torch_reference import TorchRNNModel, batchify, evaluate, train_window
-
-
-def generate(model: TorchRNNModel, num_words: int, temperature: float) -> list[int]:
-  """The reference's generate.py: one word in, sample the next from softmax(logits / temperature)."""
-  model.eval()
-  hidden = model.init_hidden(1)
-  input_1x1 = torch.randint(model.encoder.num_embeddings, (1, 1), device=model.encoder.weight.device)
-  words = []
-  with torch.no_grad():
-    for _ in range(num_words):
-      logits_1x1xV, hidden = model(input_1x1, hidden)
-      word = int(torch.multinomial(torch.softmax(logits_1x1xV[0, 0] / temperature, dim=-1), 1))
-      input_1x1.fill_(word)
-      words.append(word)  # the reference writes the word out here, so it needs it on the host
-  return words
+from torch_reference.word_language_model import TorchRNNModel, batchify, evaluate, generate, train_window, window
 
 
 def build(shape: Shape) -> Workload:
@@ -45,8 +30,7 @@ def build(shape: Shape) -> Workload:
   def train() -> None:
     nonlocal hidden, step
     start = (step % shape.train_windows) * shape.bptt
-    _, hidden = train_window(model, train_TxB[start:start + shape.bptt],
-                             train_TxB[start + 1:start + 1 + shape.bptt], hidden, shape.lr, shape.clip)
+    _, hidden = train_window(model, *window(train_TxB, start, shape.bptt), hidden, shape.lr, shape.clip)
     step += 1
 
   return Workload(
