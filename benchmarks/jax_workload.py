@@ -1,4 +1,5 @@
-"""The lm_jax side: the trainer's own model, optimiser, compiled steps, evaluator and generator."""
+"""The lm_jax workload: the trainer's own model, optimiser, train step, Evaluator and generator at a given
+`Shape`, behind the `Workload` interface."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import optax
 from lm_jax import steps
 from lm_jax.config import reference_config
 from lm_jax.data.batching import DeviceSplit, put_on_device, window_bounds
+from lm_jax.evaluate import Evaluator
 from lm_jax.generate import generate
-from lm_jax.models.rnn_model import RNNModel, model_from_config, zero_carry
+from lm_jax.models.interface import LanguageModel
+from lm_jax.models.registry import model_from_config
 from lm_jax.optim import make_optimizer
-from lm_jax.models.rnn_model import init_params
-from lm_jax.train import Evaluator
 
 from benchmarks.measure import Workload
 from benchmarks.shapes import Shape, random_stream
@@ -25,9 +26,9 @@ BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  model: RNNModel
+  model: LanguageModel
   optimizer: optax.GradientTransformation
-  params: steps.Params
+  state: steps.TrainState
   train: DeviceSplit
   evaluation: DeviceSplit
 
@@ -37,13 +38,15 @@ def setup(shape: Shape) -> Setup:
   config = reference_config()
   config.model.update(cell=shape.cell, emsize=shape.nhid, nhid=shape.nhid, nlayers=shape.nlayers,
                       dropout=shape.dropout, tied=shape.tied)
-  config.update(batch_size=shape.batch, eval_batch_size=shape.eval_batch, bptt=shape.bptt, lr=shape.lr,
-                clip=shape.clip)
+  config.update(batch_size=shape.batch, eval_batch_size=shape.eval_batch, bptt=shape.bptt)
+  config.optim.update(lr=shape.lr, clip=shape.clip)
   model = model_from_config(config.model, shape.vocab)
+  optimizer = make_optimizer(config.optim)
   train = put_on_device(random_stream(shape, shape.batch, shape.train_windows, seed=0), shape.batch, shape.bptt)
   evaluation = put_on_device(random_stream(shape, shape.eval_batch, shape.eval_windows, seed=1),
                              shape.eval_batch, shape.bptt)
-  return Setup(model, make_optimizer(config), init_params(model, config.seed, shape.batch), train, evaluation)
+  return Setup(model, optimizer, steps.TrainState.create(model, optimizer, config.seed, shape.batch), train,
+               evaluation)
 
 
 def compilation_counter(jitted: Callable) -> Callable[[], int]:
@@ -67,22 +70,19 @@ def build(shape: Shape) -> Workload:
   train_step = steps.make_train_step(s.model, s.optimizer, shape.bptt)
   evaluator = Evaluator(s.model, shape.bptt)
   windows = window_bounds(s.train.rows, shape.bptt)
-  rng = jax.random.PRNGKey(0)
-  params, opt_state, step = s.params, s.optimizer.init(s.params), 0
-  carry = zero_carry(shape.cell, shape.nlayers, shape.batch, shape.nhid)
+  state, step = s.state, 0
 
   def train() -> None:
-    nonlocal params, opt_state, carry, step
-    start, length = windows[step % len(windows)]
-    params, opt_state, carry, metrics = train_step(params, opt_state, carry, rng, step, start, length,
-                                                   s.train.padded_TxB)
-    jax.block_until_ready((params, opt_state, carry, metrics))
+    nonlocal state, step
+    state, metrics = train_step(state, steps.WindowAt(*windows[step % len(windows)]), s.train.padded_TxB)
+    jax.block_until_ready((state, metrics))
     step += 1
 
   return Workload(
       train_step=train,
-      evaluate=lambda: evaluator.mean_nll(params, s.evaluation),  # a host float, so it waits for the device
-      generate=lambda: jax.block_until_ready(generate(s.model, params, rng, shape.gen_words, 1.0)),
+      evaluate=lambda: evaluator.mean_nll(state.params, s.evaluation),  # a host float: it waits for the device
+      generate=lambda: jax.block_until_ready(generate(s.model, state.params, jax.random.PRNGKey(0), shape.gen_words,
+                                                      1.0)),
       compilations=compilation_counter(train_step),
       device_peak_mib=device_peak_mib,
       device=str(jax.devices()[0].device_kind),

@@ -79,7 +79,7 @@ def check_flags() -> None:
 
 
 def measure_config(cell: str, size: str, rounds: int) -> dict:
-  reference = reference_config()  # clip 0.25, SGD lr 20 for both frameworks
+  reference = reference_config().optim  # clip 0.25, SGD lr 20 for both frameworks
   shape = make_shape(cell, size, reference.lr, reference.clip, FLAGS.steps)
   runs = {framework: [] for framework in report.FRAMEWORKS}
   for round_index in range(rounds):

@@ -12,6 +12,6 @@ def get_config():
   c.data.update(dir="data/ptb", hub_name="ptb")
   c.model.update(emsize=1500, nhid=1500, dropout=0.65, init_range=0.04)
   # Zaremba et al. sum the loss over time steps; their lr and clip are for that loss.
-  c.update(loss_reduction="sum_over_time", lr=1.0, lr_rule="decay_after", lr_decay=1.15, lr_decay_start=14, epochs=55, clip=10.0, bptt=35,
-           batch_size=20)
+  c.update(loss_reduction="sum_over_time", epochs=55, bptt=35, batch_size=20)
+  c.optim.update(lr=1.0, clip=10.0, schedule="decay_after", lr_decay=1.15, lr_decay_start=14)
   return c

@@ -12,6 +12,6 @@ def get_config():
   c.data.update(dir="data/ptb", hub_name="ptb")
   c.model.update(emsize=650, nhid=650, dropout=0.5, init_range=0.05)
   # Zaremba et al. sum the loss over time steps; their lr and clip are for that loss.
-  c.update(loss_reduction="sum_over_time", lr=1.0, lr_rule="decay_after", lr_decay=1.2, lr_decay_start=6, epochs=39, clip=5.0, bptt=35,
-           batch_size=20)
+  c.update(loss_reduction="sum_over_time", epochs=39, bptt=35, batch_size=20)
+  c.optim.update(lr=1.0, clip=5.0, schedule="decay_after", lr_decay=1.2, lr_decay_start=6)
   return c

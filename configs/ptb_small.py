@@ -12,6 +12,6 @@ def get_config():
   c.data.update(dir="data/ptb", hub_name="ptb")
   c.model.update(emsize=200, nhid=200, dropout=0.0, init_range=0.1)
   # Zaremba et al. sum the loss over time steps; their lr and clip are for that loss.
-  c.update(loss_reduction="sum_over_time", lr=1.0, lr_rule="decay_after", lr_decay=2.0, lr_decay_start=4, epochs=13, clip=5.0, bptt=20,
-           batch_size=20)
+  c.update(loss_reduction="sum_over_time", epochs=13, bptt=20, batch_size=20)
+  c.optim.update(lr=1.0, clip=5.0, schedule="decay_after", lr_decay=2.0, lr_decay_start=4)
   return c

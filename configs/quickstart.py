@@ -12,6 +12,6 @@ def get_config():
   c = reference_config()
   c.data.source = "synthetic"
   c.model.update(emsize=128, nhid=256, nlayers=1, dropout=0.0)
-  c.update(optimizer="adamw", lr=3e-3, clip=1.0, lr_rule="decay_after", lr_decay=3.0, lr_decay_start=2,
-           epochs=4, batch_size=32, bptt=35, log_interval=100)
+  c.optim.update(name="adamw", lr=3e-3, clip=1.0, schedule="decay_after", lr_decay=3.0, lr_decay_start=2)
+  c.update(epochs=4, batch_size=32, bptt=35, log_interval=100)
   return c

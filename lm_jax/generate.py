@@ -11,20 +11,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lm_jax.models.cells import State
-from lm_jax.models.rnn_model import RNNModel, zero_carry
-from lm_jax.steps import Params
+from lm_jax.models.interface import Carry, LanguageModel, Params
 
 
-def _run_prefix(model: RNNModel, params: Params, prefix_ids: jax.Array) -> tuple[jax.Array, State]:
-  """Logits after the last prefix word [V], and the state after the prefix (batch of one)."""
-  carry = zero_carry(model.cell, model.nlayers, 1, model.nhid)
-  logits_Tx1xV, carry = model.apply({"params": params}, prefix_ids[:, None], carry)
-  return logits_Tx1xV[-1, 0], carry
+def _next_logits(model: LanguageModel, params: Params, tokens_Tx1: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+  """Logits after the last of `tokens` [V], and the state after them (batch of one)."""
+  output = model.features(params, tokens_Tx1, carry)
+  return model.logits(params, output.features_TxBxH[-1:])[0, 0], output.carry
+
+
+def _run_prefix(model: LanguageModel, params: Params, prefix_ids: jax.Array) -> tuple[jax.Array, Carry]:
+  return _next_logits(model, params, prefix_ids[:, None], model.init_carry(1))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def predict(model: RNNModel, params: Params, prefix_ids: jax.Array) -> jax.Array:
+def predict(model: LanguageModel, params: Params, prefix_ids: jax.Array) -> jax.Array:
   """log p(next word | prefix), [V]."""
   logits_V, _ = _run_prefix(model, params, prefix_ids)
   return jax.nn.log_softmax(logits_V)
@@ -49,7 +50,7 @@ def sample_word(rng: jax.Array, logits_V: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 5))
-def generate(model: RNNModel, params: Params, rng: jax.Array, num_words: int, temperature: float,
+def generate(model: LanguageModel, params: Params, rng: jax.Array, num_words: int, temperature: float,
              top_k: int = 0, prompt_ids: jax.Array | None = None) -> jax.Array:
   """`num_words` sampled word ids [num_words]. Without a prompt the first input word is drawn
   uniformly, as in the reference."""
@@ -61,8 +62,7 @@ def generate(model: RNNModel, params: Params, rng: jax.Array, num_words: int, te
   def sample_next(state, step_rng):
     logits_V, carry = state
     word = sample_word(step_rng, sampling_logits(logits_V, temperature, top_k))
-    logits_1x1xV, carry = model.apply({"params": params}, word[None, None], carry)
-    return (logits_1x1xV[0, 0], carry), word
+    return _next_logits(model, params, word[None, None], carry), word
 
   _, words = jax.lax.scan(sample_next, (logits_V, carry), jax.random.split(rng, num_words))
   return words

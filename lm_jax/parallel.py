@@ -2,8 +2,8 @@
 use, placing host arrays on the mesh, and the multi-host plumbing (joining, barriers, SIGTERM).
 
 The steps are per-device programs under jax.jit + jax.shard_map (jax.pmap's successor): parameters
-and optimiser state are replicated; a batchified split [rows, B] and the carried state [nlayers, B, H]
-are split along B, so each column stays on one device for a whole epoch. One device is a mesh of one.
+and optimiser state are replicated; a batchified split [rows, B] and the carried state (axis 1 of every
+leaf is its batch) are split along B, so each column stays on one device for a whole epoch. One device is a mesh of one.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from lm_jax.errors import UserError
 
 DATA = "data"
 REPLICATED = P()
-COLUMNS = P(None, DATA)      # a split [rows, B]: whole columns per device
-CARRY = P(None, DATA, None)  # the carried state [nlayers, B, H], each column beside its data
+COLUMNS = P(None, DATA)  # a split [rows, B]: whole columns per device
+CARRY = P(None, DATA)    # every leaf of a carried state [*, B, ...], each column beside its data
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -67,6 +67,11 @@ def put(x: Any, mesh: Mesh, spec: P) -> jax.Array:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Every leaf of `tree` as an array held whole by every device of `mesh`."""
   return jax.tree.map(lambda x: put(x, mesh, REPLICATED), tree)
+
+
+def put_tree(tree: Any, mesh: Mesh, specs: Any) -> Any:
+  """`tree` on `mesh`, each subtree laid out by its entry of `specs` (a prefix of `tree`)."""
+  return jax.tree.map(lambda spec, subtree: jax.tree.map(lambda x: put(x, mesh, spec), subtree), specs, tree)
 
 
 def on_mesh(tree: Any, mesh: Mesh) -> bool:

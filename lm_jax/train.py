@@ -1,13 +1,13 @@
-"""train_and_evaluate(config, workdir): the reference training recipe around the pure steps.
+"""train_and_evaluate(config, workdir): the reference training recipe around the pure train step.
 
-Per epoch: the state starts at zeros, every window is one compiled `train_step` call spread over the
-device mesh, then the validation split is scored in one compiled scan. The lr rule runs on the host
-between epochs, the best model is checkpointed whenever validation improves, and the end scores test
-with it.
+Per epoch: the state starts at zeros, every window is one compiled `train_step(state, window_at,
+data)` call spread over the device mesh, then the validation split is scored in one compiled scan. The
+schedule runs on the host between epochs, the best model is checkpointed whenever validation improves,
+and the end scores test with it.
 
-Exact resume: the `latest` checkpoint holds all the loop needs to go on where it stopped (parameters,
-optimiser state, carried state, dropout key; as metadata the epochs done, the windows done of the
-next one, the step, lr and best validation loss). It is written every `checkpoint_every` windows, at
+Exact resume: the `latest` checkpoint holds the whole TrainState (parameters, optimiser state,
+carried state, dropout key, step) and, as metadata, the loop's `Progress` (epochs done, windows done
+of the next one, step, lr, best validation loss). It is written every `checkpoint_every` windows, at
 each epoch end, and when SIGTERM asks the run to stop; a resumed run replays from there exactly what
 the uninterrupted run computes.
 """
@@ -15,11 +15,9 @@ the uninterrupted run computes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import time
-from typing import Callable
 
 import jax
 import ml_collections
@@ -27,13 +25,14 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from lm_jax import checkpoints, config as config_lib, optim, parallel, steps, workdir as workdir_lib
-from lm_jax.data.batching import DeviceSplit, put_on_device, window_bounds
+from lm_jax import checkpoints, config as config_lib, optim, parallel, workdir as workdir_lib
+from lm_jax.data.batching import put_on_device, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
+from lm_jax.evaluate import Evaluator
 from lm_jax.metrics import MetricsWriter
-from lm_jax.models.cells import State
-from lm_jax.models.rnn_model import RNNModel, init_params, model_from_config, zero_carry
+from lm_jax.models.registry import model_from_config
+from lm_jax.steps import STATE_SPECS, TrainState, WindowAt, make_train_step
 
 
 class TrainingDiverged(UserError):
@@ -45,21 +44,21 @@ class Preempted(Exception):
 
 
 @dataclasses.dataclass
-class Evaluator:
-  """Scores whole splits with one compiled scan over their windows, over `mesh` (default: every device)."""
+class Progress:
+  """Where the loop stands, on the host: the `latest` checkpoint's metadata (beside vocabulary and config)."""
 
-  model: RNNModel
-  bptt: int
-  mesh: Mesh | None = None
+  lr: float                         # of the epoch under way
+  epochs_done: int = 0
+  window: int = 0                   # windows done of the epoch under way
+  step: int = 0                     # train steps taken in all
+  best_val_loss: float = math.inf
 
-  def __post_init__(self):
-    self._eval_split = steps.make_eval_split(self.model, self.bptt, self.mesh)
+  def as_meta(self) -> dict:
+    return dataclasses.asdict(self)
 
-  def mean_nll(self, params: steps.Params, split: DeviceSplit) -> float:
-    """Sum of token NLL / tokens scored, the state carried from window to window from zeros."""
-    starts_W, lengths_W = np.array(window_bounds(split.rows, self.bptt), np.int32).T
-    nll_sums_W = self._eval_split(params, starts_W, lengths_W, split.batch_size, split.padded_TxB)
-    return float(np.sum(np.asarray(nll_sums_W, np.float64)) / split.num_tokens_scored)
+  @classmethod
+  def from_meta(cls, meta: dict) -> Progress:
+    return cls(**{field.name: meta[field.name] for field in dataclasses.fields(cls)})
 
 
 class _Report:
@@ -91,163 +90,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   parallel.require_divisible(config.batch_size, mesh)
   corpus = load_corpus(config.data)  # Bad data fails here, before the workdir is touched.
   resuming = workdir_lib.prepare(workdir, config, resume, overwrite)
-  model = model_from_config(config.model, len(corpus.vocab))
-  optimizer = optim.make_optimizer(config)
-  params = init_params(model, config.seed, config.batch_size)
-  # What the steps read and write, on the devices. rng is the dropout key: each step folds in its
-  # number, each device its index.
-  state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
-                              "rng": jax.random.PRNGKey(config.seed + 1)}, mesh)
-  state["carry"] = _zero_carry(model, config.batch_size, mesh)
-  report = _Report(workdir)
-  report.line(f"| corpus: {len(corpus.vocab):,} words; tokens " +
-              ", ".join(f"{s} {len(ids):,}" for s, ids in corpus.ids.items()) +
-              f" | model: {config.model.cell} {config.model.nlayers}x{config.model.nhid}, "
-              f"{sum(x.size for x in jax.tree.leaves(params)):,} parameters | devices: {mesh.size} "
-              f"{mesh.devices.flat[0].platform} in {jax.process_count()} process(es)")
-
-  train = put_on_device(corpus.ids["train"], config.batch_size, config.bptt, "train", mesh)
-  valid = put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh)
-  test = put_on_device(corpus.ids["test"], config.eval_batch_size, config.bptt, "test", mesh)
-  windows = window_bounds(train.rows, config.bptt)
-  meta = {"vocab": list(corpus.vocab.words), "config": config.to_dict(), "windows": len(windows)}
-
-  epochs_done, window, step, lr, best_val_loss = 0, 0, 0, config.lr, math.inf
-  if resuming and checkpoints.latest_step(workdir, checkpoints.LATEST) is not None:
-    state, saved = checkpoints.restore(workdir, checkpoints.LATEST, state)
-    _require_same_data(saved, meta, workdir)
-    epochs_done, window, step = saved["epoch"], saved["window"], saved["step"]
-    lr, best_val_loss = saved["lr"], saved["best_val_loss"]
-    report.line(f"| resuming after epoch {epochs_done}" + (f", window {window}/{len(windows)}" if window else "") +
-                f" (step {step}, lr {lr:g}, best valid loss {best_val_loss:.3f})")
-  if resuming and report.enabled:
-    workdir_lib.drop_metrics_after(workdir, step)
-
-  train_step = steps.make_train_step(model, optimizer, config.bptt, config.loss_reduction == "sum_over_time", mesh)
-  evaluator = Evaluator(model, config.bptt, mesh)
+  loop = _Loop(config, workdir, corpus, mesh)
+  state, progress = loop.start(resuming)
   with parallel.StopSignal() as stop:
-    for epoch in range(epochs_done + 1, config.epochs + 1):
+    while progress.epochs_done < config.epochs:
       epoch_start = time.time()
-      if window == 0:
-        state["carry"] = _zero_carry(model, config.batch_size, mesh)
-      # An array on the mesh, like the one the step hands back: one compiled program for every epoch.
-      lr_on_mesh = parallel.put(np.float32(lr), mesh, parallel.REPLICATED)
-      state["opt_state"] = optim.with_learning_rate(state["opt_state"], lr_on_mesh)
-      save_within_epoch = functools.partial(_save_latest, workdir, meta, epoch - 1, lr, best_val_loss)
-      state, step = _train_epoch(config, train_step, state, step, window, windows, train, epoch, lr, stop,
-                                 save_within_epoch, report, workdir)
-      window = 0
-      val_loss = evaluator.mean_nll(state["params"], valid)
-      _stop_if_diverged(val_loss, f"validation loss after epoch {epoch}", workdir)
-      improved = val_loss < best_val_loss
-      report.line("-" * 89)
-      report.line(f"| end of epoch {epoch:3d} | time: {time.time() - epoch_start:5.2f}s | valid loss {val_loss:5.2f} | "
-                  f"valid ppl {optim.perplexity(val_loss):8.2f}" + _floor_note(corpus, "valid", val_loss))
-      report.line("-" * 89)
-      report.scalars(step, {"valid_loss": val_loss, "valid_ppl": optim.perplexity(val_loss), "epoch": epoch, "lr": lr})
-      if improved:
-        best_val_loss = val_loss
-        checkpoints.save(workdir, checkpoints.BEST, epoch, {"params": state["params"]},
-                         {**meta, "epoch": epoch, "val_loss": val_loss})
-      lr = optim.next_learning_rate(config, lr, epoch, improved)
-      _save_latest(workdir, meta, epoch, lr, best_val_loss, state, 0, step)
-      if stop.requested:
-        raise Preempted(_preempted_message(workdir, f"the end of epoch {epoch}", step))
-
-  best, _ = checkpoints.restore(workdir, checkpoints.BEST, {"params": state["params"]})
-  results = {"valid_loss": evaluator.mean_nll(best["params"], valid), "test_loss": evaluator.mean_nll(best["params"], test)}
-  results.update(valid_ppl=optim.perplexity(results["valid_loss"]), test_ppl=optim.perplexity(results["test_loss"]))
-  if corpus.floor:
-    results.update(valid_floor_ppl=math.exp(corpus.floor["valid"]), test_floor_ppl=math.exp(corpus.floor["test"]))
-  report.line("=" * 89)
-  report.line(f"| End of training | best model: valid ppl {results['valid_ppl']:8.2f}"
-              f"{_floor_note(corpus, 'valid', results['valid_loss'])}")
-  report.line(f"| End of training | test loss {results['test_loss']:5.2f} | test ppl {results['test_ppl']:8.2f}"
-              f"{_floor_note(corpus, 'test', results['test_loss'])}")
-  report.line("=" * 89)
-  report.scalars(step, {k: v for k, v in results.items()})
-  report.close()
-  return results
+      state = loop.train_epoch(state, progress, stop)
+      loop.end_epoch(state, progress, stop, time.time() - epoch_start)
+  return loop.finish(state, progress)
 
 
-def _train_epoch(config, train_step, state: dict, step: int, first_window: int, windows, train: DeviceSplit,
-                 epoch: int, lr: float, stop: parallel.StopSignal, save: Callable[[dict, int, int], None],
-                 report: _Report, workdir: str) -> tuple[dict, int]:
-  """The windows of one epoch from `first_window` on; logs every `log_interval` windows like the
-  reference, checkpoints every `checkpoint_every` steps, and on SIGTERM checkpoints and stops (the last
-  window excepted: the epoch end, which follows at once, checkpoints then)."""
-  interval_losses, interval_start = [], time.time()
-  progress = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
-                  disable=not (report.enabled and sys.stderr.isatty()))
-  for window in range(first_window, len(windows)):
-    start, length = windows[window]
-    params, opt_state, carry, step_metrics = train_step(state["params"], state["opt_state"], state["carry"],
-                                                        state["rng"], step, start, length, train.padded_TxB)
-    state = {**state, "params": params, "opt_state": opt_state, "carry": carry}
-    if window == first_window:
-      jax.block_until_ready(step_metrics)
-      report.line(f"| first train step of the epoch, compilation included: {time.time() - interval_start:.1f}s")
-    step, batch = step + 1, window + 1
-    interval_losses.append(step_metrics["loss"])
-    progress.update()
-    if batch % config.log_interval == 0 or batch == len(windows):
-      loss = float(np.mean(jax.device_get(interval_losses)))
-      _stop_if_diverged(loss, f"training loss at epoch {epoch}, batch {batch}", workdir)
-      ms_per_batch = (time.time() - interval_start) * 1000 / len(interval_losses)
-      report.line(f"| epoch {epoch:3d} | {batch:5d}/{len(windows):5d} batches | lr {lr:.4g} | "
-                  f"ms/batch {ms_per_batch:5.2f} | loss {loss:5.2f} | ppl {optim.perplexity(loss):8.2f}")
-      report.scalars(step, {"train_loss": loss, "train_ppl": optim.perplexity(loss), "ms_per_batch": ms_per_batch,
-                            "lr": lr, "grad_norm": float(step_metrics["grad_norm"])})
-      interval_losses, interval_start = [], time.time()
-    stopping = stop.reached(step)
-    if batch < len(windows) and (stopping or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-      # A diverged state is never checkpointed.
-      _stop_if_diverged(float(step_metrics["loss"]), f"training loss at epoch {epoch}, batch {batch}", workdir)
-      save(state, batch, step)
-      if stopping:
-        raise Preempted(_preempted_message(workdir, f"epoch {epoch}, batch {batch}/{len(windows)}", step))
-  progress.close()
-  return state, step
+class _Loop:
+  """What stays fixed through a run (config, data on the devices, compiled steps, the report), and the
+  loop's parts as methods over the changing (TrainState, Progress)."""
 
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, corpus: Corpus, mesh: Mesh):
+    self.config, self.workdir, self.corpus, self.mesh = config, workdir, corpus, mesh
+    self.model = model_from_config(config.model, len(corpus.vocab))
+    self.optimizer = optim.make_optimizer(config.optim)
+    self.report = _Report(workdir)
+    self.train = put_on_device(corpus.ids["train"], config.batch_size, config.bptt, "train", mesh)
+    self.valid = put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh)
+    self.test = put_on_device(corpus.ids["test"], config.eval_batch_size, config.bptt, "test", mesh)
+    self.windows = window_bounds(self.train.rows, config.bptt)
+    # Saved with every checkpoint: a checkpoint is self-contained, and a resume checks it fits this data.
+    self.meta = {"vocab": list(corpus.vocab.words), "config": config.to_dict(), "windows": len(self.windows)}
+    self.train_step = make_train_step(self.model, self.optimizer, config.bptt, reduction=config.loss_reduction,
+                                      mesh=mesh)
+    self.evaluator = Evaluator(self.model, config.bptt, mesh)
 
-def _zero_carry(model: RNNModel, batch_size: int, mesh: Mesh) -> State:
-  """The state at the start of each epoch, its columns on the devices holding their data."""
-  return tuple(parallel.put(x, mesh, parallel.CARRY) for x in zero_carry(model.cell, model.nlayers, batch_size,
-                                                                          model.nhid))
+  def start(self, resuming: bool) -> tuple[TrainState, Progress]:
+    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one."""
+    fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
+    state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=self.config.optim.lr)
+    self.report.line(
+        f"| corpus: {len(self.corpus.vocab):,} words; tokens " +
+        ", ".join(f"{s} {len(ids):,}" for s, ids in self.corpus.ids.items()) +
+        f" | model: {self.model.describe()}, {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters"
+        f" | devices: {self.mesh.size} {self.mesh.devices.flat[0].platform} in {jax.process_count()} process(es)")
+    if resuming and checkpoints.latest_step(self.workdir, checkpoints.LATEST) is not None:
+      restored, saved = checkpoints.restore(self.workdir, checkpoints.LATEST, state._asdict())
+      self._require_same_data(saved)
+      state, progress = TrainState(**restored), Progress.from_meta(saved)
+      self.report.line(f"| resuming after epoch {progress.epochs_done}" +
+                       (f", window {progress.window}/{len(self.windows)}" if progress.window else "") +
+                       f" (step {progress.step}, lr {progress.lr:g}, best valid loss {progress.best_val_loss:.3f})")
+    if resuming and self.report.enabled:
+      workdir_lib.drop_metrics_after(self.workdir, progress.step)
+    return state, progress
 
+  def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal) -> TrainState:
+    """The epoch's windows from `progress.window` on. Logs interval means every `log_interval` windows like
+    the reference, checkpoints every `checkpoint_every` steps, and on SIGTERM checkpoints and stops (the
+    last window excepted: the epoch end, which follows at once, checkpoints then)."""
+    epoch, first_window = progress.epochs_done + 1, progress.window
+    if first_window == 0:
+      state = state._replace(carry=parallel.put_tree(self.model.init_carry(self.config.batch_size), self.mesh,
+                                                     parallel.CARRY))
+    # An array on the mesh, like the one the step hands back: one compiled program for every epoch.
+    lr_on_mesh = parallel.put(np.float32(progress.lr), self.mesh, parallel.REPLICATED)
+    state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, lr_on_mesh))
+    interval, interval_start = [], time.time()
+    bar = tqdm(total=len(self.windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
+               disable=not (self.report.enabled and sys.stderr.isatty()))
+    for window in range(first_window, len(self.windows)):
+      state, step_metrics = self.train_step(state, WindowAt(*self.windows[window]), self.train.padded_TxB)
+      if window == first_window:
+        jax.block_until_ready(step_metrics)
+        self.report.line(f"| first train step of the epoch, compilation included: {time.time() - interval_start:.1f}s")
+      progress.step, progress.window = progress.step + 1, window + 1
+      interval.append(step_metrics)
+      bar.update()
+      if progress.window % self.config.log_interval == 0 or progress.window == len(self.windows):
+        self._log_interval(jax.device_get(interval), time.time() - interval_start, progress, epoch)
+        interval, interval_start = [], time.time()
+      stopping = stop.reached(progress.step)
+      every = self.config.checkpoint_every
+      if progress.window < len(self.windows) and (stopping or (every and progress.step % every == 0)):
+        # A diverged state is never checkpointed.
+        self._stop_if_diverged(float(step_metrics["loss"]), f"training loss at epoch {epoch}, batch {progress.window}")
+        self._save_latest(state, progress)
+        if stopping:
+          raise Preempted(self._preempted_message(f"epoch {epoch}, batch {progress.window}/{len(self.windows)}",
+                                                  progress.step))
+    bar.close()
+    return state
 
-def _save_latest(workdir: str, meta: dict, epochs_done: int, lr: float, best_val_loss: float, state: dict,
-                 window: int, step: int) -> None:
-  """`state` and where the loop stands: `window` windows done of the epoch after `epochs_done`."""
-  checkpoints.save(workdir, checkpoints.LATEST, step, state,
-                   {**meta, "epoch": epochs_done, "window": window, "step": step, "lr": lr,
-                    "best_val_loss": best_val_loss})
+  def _log_interval(self, interval: list[dict[str, np.ndarray]], seconds: float, progress: Progress,
+                    epoch: int) -> None:
+    """One reference-style line and one metrics record; every value is a mean over the interval's windows:
+    train_loss of their mean token NLL, grad_norm of their global gradient norm before the clip."""
+    loss = float(np.mean([m["loss"] for m in interval]))
+    self._stop_if_diverged(loss, f"training loss at epoch {epoch}, batch {progress.window}")
+    ms_per_batch = seconds * 1000 / len(interval)
+    self.report.line(f"| epoch {epoch:3d} | {progress.window:5d}/{len(self.windows):5d} batches | "
+                     f"lr {progress.lr:.4g} | ms/batch {ms_per_batch:5.2f} | loss {loss:5.2f} | "
+                     f"ppl {optim.perplexity(loss):8.2f}")
+    self.report.scalars(progress.step, {"train_loss": loss, "train_ppl": optim.perplexity(loss),
+                                        "ms_per_batch": ms_per_batch, "lr": progress.lr,
+                                        "grad_norm": float(np.mean([m["grad_norm"] for m in interval]))})
 
+  def end_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal, seconds: float) -> None:
+    """Validation, the best checkpoint, the next lr, and the epoch's `latest` checkpoint."""
+    epoch = progress.epochs_done + 1
+    val_loss = self.evaluator.mean_nll(state.params, self.valid)
+    self._stop_if_diverged(val_loss, f"validation loss after epoch {epoch}")
+    improved = val_loss < progress.best_val_loss
+    self.report.line("-" * 89)
+    self.report.line(f"| end of epoch {epoch:3d} | time: {seconds:5.2f}s | valid loss {val_loss:5.2f} | "
+                     f"valid ppl {optim.perplexity(val_loss):8.2f}" + self._floor_note("valid", val_loss))
+    self.report.line("-" * 89)
+    self.report.scalars(progress.step, {"valid_loss": val_loss, "valid_ppl": optim.perplexity(val_loss),
+                                        "epoch": epoch, "lr": progress.lr})
+    if improved:
+      progress.best_val_loss = val_loss
+      checkpoints.save(self.workdir, checkpoints.BEST, epoch, {"params": state.params},
+                       {**self.meta, "epoch": epoch, "val_loss": val_loss})
+    progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
+    progress.epochs_done, progress.window = epoch, 0
+    self._save_latest(state, progress)
+    if stop.requested:
+      raise Preempted(self._preempted_message(f"the end of epoch {epoch}", progress.step))
 
-def _preempted_message(workdir: str, where: str, step: int) -> str:
-  return (f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
-          f"{checkpoints.checkpoint_dir(workdir, checkpoints.LATEST)}; run the same command with --resume to continue")
+  def finish(self, state: TrainState, progress: Progress) -> dict[str, float]:
+    """Valid and test scores of the best model, reported and returned."""
+    best, _ = checkpoints.restore(self.workdir, checkpoints.BEST, {"params": state.params})
+    results = {"valid_loss": self.evaluator.mean_nll(best["params"], self.valid),
+               "test_loss": self.evaluator.mean_nll(best["params"], self.test)}
+    results.update(valid_ppl=optim.perplexity(results["valid_loss"]), test_ppl=optim.perplexity(results["test_loss"]))
+    if self.corpus.floor:
+      results.update(valid_floor_ppl=math.exp(self.corpus.floor["valid"]),
+                     test_floor_ppl=math.exp(self.corpus.floor["test"]))
+    self.report.line("=" * 89)
+    self.report.line(f"| End of training | best model: valid ppl {results['valid_ppl']:8.2f}"
+                     f"{self._floor_note('valid', results['valid_loss'])}")
+    self.report.line(f"| End of training | test loss {results['test_loss']:5.2f} | test ppl {results['test_ppl']:8.2f}"
+                     f"{self._floor_note('test', results['test_loss'])}")
+    self.report.line("=" * 89)
+    self.report.scalars(progress.step, results)
+    self.report.close()
+    return results
 
+  def _save_latest(self, state: TrainState, progress: Progress) -> None:
+    checkpoints.save(self.workdir, checkpoints.LATEST, progress.step, state._asdict(),
+                     {**self.meta, **progress.as_meta()})
 
-def _stop_if_diverged(loss: float, what: str, workdir: str) -> None:
-  if not math.isfinite(loss):
-    raise TrainingDiverged(f"{what} became {loss}; the last good checkpoint in "
-                           f"{checkpoints.checkpoint_dir(workdir, checkpoints.LATEST)} is kept; lower "
-                           "--config.lr or --config.clip and train again")
+  def _preempted_message(self, where: str, step: int) -> str:
+    return (f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
+            f"{checkpoints.checkpoint_dir(self.workdir, checkpoints.LATEST)}; run the same command with --resume "
+            "to continue")
 
+  def _stop_if_diverged(self, loss: float, what: str) -> None:
+    if not math.isfinite(loss):
+      raise TrainingDiverged(f"{what} became {loss}; the last good checkpoint in "
+                             f"{checkpoints.checkpoint_dir(self.workdir, checkpoints.LATEST)} is kept; lower "
+                             "--config.optim.lr or --config.optim.clip and train again")
 
-def _floor_note(corpus: Corpus, split: str, loss: float) -> str:
-  if not corpus.floor:
-    return ""
-  floor = corpus.floor[split]
-  return f" | true-source floor {math.exp(floor):8.2f} (+{100 * (optim.perplexity(loss - floor) - 1):.1f}%)"
+  def _floor_note(self, split: str, loss: float) -> str:
+    if not self.corpus.floor:
+      return ""
+    floor = self.corpus.floor[split]
+    return f" | true-source floor {math.exp(floor):8.2f} (+{100 * (optim.perplexity(loss - floor) - 1):.1f}%)"
 
-
-def _require_same_data(saved: dict, meta: dict, workdir: str) -> None:
-  if saved["vocab"] != meta["vocab"]:
-    raise UserError(f"the checkpoint in {workdir} was trained with a different vocabulary "
-                    f"({len(saved['vocab']):,} words, this data has {len(meta['vocab']):,}); use the data it was "
-                    "trained on")
-  if saved["windows"] != meta["windows"]:
-    raise UserError(f"the checkpoint in {workdir} was trained on {saved['windows']:,} windows an epoch, this data "
-                    f"makes {meta['windows']:,}; use the data it was trained on")
+  def _require_same_data(self, saved: dict) -> None:
+    if saved["vocab"] != self.meta["vocab"]:
+      raise UserError(f"the checkpoint in {self.workdir} was trained with a different vocabulary "
+                      f"({len(saved['vocab']):,} words, this data has {len(self.meta['vocab']):,}); use the data it "
+                      "was trained on")
+    if saved["windows"] != self.meta["windows"]:
+      raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['windows']:,} windows an epoch, this "
+                      f"data makes {self.meta['windows']:,}; use the data it was trained on")

@@ -9,13 +9,13 @@ import ml_collections
 
 from lm_jax import checkpoints
 from lm_jax.data.vocab import Vocabulary
-from lm_jax.models.rnn_model import RNNModel, init_params, model_from_config
-from lm_jax.steps import Params
+from lm_jax.models.interface import LanguageModel, Params
+from lm_jax.models.registry import model_from_config
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-  model: RNNModel
+  model: LanguageModel
   params: Params
   vocab: Vocabulary
   config: ml_collections.ConfigDict
@@ -27,6 +27,6 @@ def load(workdir: str, kind: str = checkpoints.BEST) -> TrainedModel:
   config = ml_collections.ConfigDict(meta["config"])
   vocab = Vocabulary(meta["vocab"])
   model = model_from_config(config.model, len(vocab))
-  like_params = jax.eval_shape(lambda: init_params(model, 0, 1))
+  like_params = jax.eval_shape(lambda: model.init_params(0))
   state, _ = checkpoints.restore(workdir, kind, {"params": like_params})
   return TrainedModel(model, state["params"], vocab, config)

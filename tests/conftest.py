@@ -13,7 +13,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   c.data.source = "synthetic"
   c.data.synthetic.update(vocab_size=200, num_classes=8, train_tokens=12_000, valid_tokens=2_000, test_tokens=2_000)
   c.model.update(emsize=16, nhid=16, nlayers=1, dropout=0.0)
-  c.update(epochs=2, batch_size=8, bptt=10, log_interval=50, lr=20.0)
+  c.update(epochs=2, batch_size=8, bptt=10, log_interval=50)
+  c.optim.lr = 20.0
   for key, value in overrides.items():
     node, _, field = key.rpartition(".")
     (c[node] if node else c)[field] = value

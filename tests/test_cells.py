@@ -113,9 +113,9 @@ def test_layer_gradient_matches_float64_autodiff_of_the_equations(cell):
 
 
 def test_init_follows_the_reference_ranges():
-  from lm_jax.models.rnn_model import RNNModel, zero_carry
+  from lm_jax.models.rnn_model import RNNModel
   model = RNNModel(vocab_size=500, cell="gru", emsize=64, nhid=100, nlayers=2, init_range=0.1)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), zero_carry("gru", 2, 2, 100))["params"]
+  params = model.init_params(0)
   assert params["embedding"].shape == (500, 64) and params["layer_0_w_ih"].shape == (64, 300)
   assert params["layer_1_w_ih"].shape == (100, 300) and params["decoder_weight"].shape == (500, 100)
   for name in ("embedding", "decoder_weight"):
@@ -124,8 +124,8 @@ def test_init_follows_the_reference_ranges():
   assert 0.95 * bound < np.abs(params["layer_1_w_hh"]).max() <= bound
   assert np.all(params["decoder_bias"] == 0)
   tied = RNNModel(vocab_size=50, emsize=8, nhid=8, nlayers=1, tied=True)
-  tied_params = tied.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32), zero_carry("lstm", 1, 1, 8))["params"]
+  tied_params = tied.init_params(0)
   assert "decoder_weight" not in tied_params
   h = jnp.ones((1, 1, 8))
-  np.testing.assert_allclose(tied.apply({"params": tied_params}, h, method=RNNModel.decode)[0, 0],
+  np.testing.assert_allclose(tied.logits(tied_params, h)[0, 0],
                              tied_params["embedding"] @ np.ones(8) + tied_params["decoder_bias"], rtol=1e-5, atol=1e-6)

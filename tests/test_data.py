@@ -50,12 +50,13 @@ def test_windows_match_the_design_example():
   windows = batching.window_bounds(data_TxB.shape[0], bptt=2)
   assert windows == [(0, 2), (2, 2), (4, 1)]  # the last window is cut to rows - 1 - start
   split = batching.put_on_device(LETTERS, 4, max_len=2)
-  inputs, targets = batching.slice_window(split.padded_TxB, 0, 2)
-  assert [letters(row) for row in np.asarray(inputs)] == ["agms", "bhnt"]
-  assert [letters(row) for row in np.asarray(targets)] == ["bhnt", "ciou"]
-  inputs, targets = batching.slice_window(split.padded_TxB, 4, 2)
-  assert letters(np.asarray(inputs)[0]) == "ekqw" and letters(np.asarray(targets)[0]) == "flrx"
-  np.testing.assert_array_equal(batching.valid_steps_mask(1, 2), [True, False])
+  window = batching.window_at(split.padded_TxB, 0, 2, 2)
+  assert [letters(row) for row in np.asarray(window.inputs_TxB)] == ["agms", "bhnt"]
+  assert [letters(row) for row in np.asarray(window.targets_TxB)] == ["bhnt", "ciou"]
+  np.testing.assert_array_equal(window.valid_T, [True, True])
+  window = batching.window_at(split.padded_TxB, 4, 1, 2)
+  assert letters(np.asarray(window.inputs_TxB)[0]) == "ekqw" and letters(np.asarray(window.targets_TxB)[0]) == "flrx"
+  np.testing.assert_array_equal(window.valid_T, [True, False])
 
 
 def test_windows_cover_every_target_exactly_once():

@@ -3,6 +3,7 @@ checkpoints that convert both ways. Relative errors are norm-wise: max|a - b| / 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -19,9 +20,8 @@ from lm_jax import config as config_lib, convert, optim, steps, trained  # noqa:
 from lm_jax.data.batching import put_on_device, window_bounds  # noqa: E402
 from lm_jax.data.sources import corpus_from_lines, read_directory  # noqa: E402
 from lm_jax.errors import UserError  # noqa: E402
-from lm_jax.models.rnn_model import RNNModel, zero_carry  # noqa: E402
-from lm_jax.models.rnn_model import init_params
-from lm_jax.train import Evaluator  # noqa: E402
+from lm_jax.evaluate import Evaluator  # noqa: E402
+from lm_jax.models.rnn_model import RNNModel  # noqa: E402
 from torch_reference import word_language_model as torch_reference  # noqa: E402
 from torch_reference.word_language_model import TorchRNNModel  # noqa: E402
 
@@ -52,9 +52,9 @@ def torch_model(cell: str, nlayers: int, tied: bool, vocab_size: int = 50, nhid:
   return model
 
 
-def jax_model(shape: convert.ModelShape) -> RNNModel:
-  return RNNModel(vocab_size=shape.vocab_size, cell=shape.cell, emsize=shape.emsize, nhid=shape.nhid,
-                  nlayers=shape.nlayers, dropout=0.0, tied=shape.tied)
+def jax_model(imported: RNNModel) -> RNNModel:
+  """The imported model without dropout, as the fidelity checks run it."""
+  return dataclasses.replace(imported, dropout=0.0)
 
 
 def as_tuple(hidden) -> tuple:
@@ -77,10 +77,15 @@ def window_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torc
   reference = torch_model(cell, nlayers, tied, random_weights=True).to(dtype)
   shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
   model = jax_model(shape)
-  apply = jax.jit(lambda params, tokens, carry: model.apply({"params": params}, tokens, carry))
+
+  @jax.jit
+  def apply(params, tokens_TxB, carry):
+    output = model.features(params, tokens_TxB, carry)
+    return model.logits(params, output.features_TxBxH), output.carry
+
   tokens_NxTxB = np.random.default_rng(1).integers(shape.vocab_size, size=(num_windows, steps_per_window, batch_size))
   hidden = reference.init_hidden(batch_size)
-  carry = zero_carry(cell, nlayers, batch_size, shape.nhid)
+  carry = model.init_carry(batch_size)
   errors = []
   with torch.no_grad():
     for tokens_TxB in tokens_NxTxB:
@@ -110,10 +115,10 @@ def test_logits_match_torch_in_float64(cell):
 def test_round_trip_through_torch_is_bitwise(cell, tied):
   reference = torch_model(cell, 2, tied)
   model = RNNModel(vocab_size=50, cell=cell, emsize=reference.encoder.embedding_dim, nhid=16, nlayers=2, tied=tied)
-  params = jax.tree.map(np.asarray, init_params(model, seed=3, batch_size=2))
+  params = jax.tree.map(np.asarray, model.init_params(3))
   reference.load_state_dict(convert.to_torch(convert.export_state_dict(model, params)))
-  shape, back = convert.import_state_dict(numpy_state_dict(reference), cell)
-  assert shape == convert.ModelShape.of(model)
+  imported, back = convert.import_state_dict(numpy_state_dict(reference), cell)
+  assert imported == model
   assert back.keys() == params.keys()
   for name, array in params.items():
     assert back[name].dtype == array.dtype and np.array_equal(back[name], array), name
@@ -139,20 +144,19 @@ def training_run(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch
   shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
   model = jax_model(shape)
 
-  optimizer = optim.make_optimizer(config)
-  opt_state = optimizer.init(params)
+  optimizer = optim.make_optimizer(config.optim)
   train_step = steps.make_train_step(model, optimizer, config.bptt)
   split = put_on_device(ids, config.batch_size, config.bptt, "train")
-  carry = zero_carry(cell, nlayers, config.batch_size, shape.nhid)
+  state = steps.TrainState(params, optimizer.init(params), model.init_carry(config.batch_size), jax.random.PRNGKey(0),
+                           jnp.int32(0))
   losses = []
-  for step, (start, length) in enumerate(window_bounds(split.rows, config.bptt)):
-    params, opt_state, carry, metrics = train_step(params, opt_state, carry, jax.random.PRNGKey(0), step, start,
-                                                   length, split.padded_TxB)
+  for start, length in window_bounds(split.rows, config.bptt):
+    state, metrics = train_step(state, steps.WindowAt(start, length), split.padded_TxB)
     losses.append(float(metrics["loss"]))
 
   data_TxB = torch_reference.batchify(torch.from_numpy(ids).long(), config.batch_size)
-  expected_losses = torch_reference.train(reference, data_TxB, config.bptt, config.lr, config.clip)
-  return losses, expected_losses, convert.export_state_dict(model, params), numpy_state_dict(reference)
+  expected_losses = torch_reference.train(reference, data_TxB, config.bptt, config.optim.lr, config.optim.clip)
+  return losses, expected_losses, convert.export_state_dict(model, state.params), numpy_state_dict(reference)
 
 
 def training_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
@@ -300,8 +304,8 @@ def test_import_errors_on_files_that_hold_no_state_dict(tmp_path, monkeypatch):
       f"{tmp_path / 'text.pt'} is neither a state_dict nor a model torch can unpickle here (")
 
   # A whole model whose class cannot be imported where it is loaded (the reference's model.py elsewhere).
-  (tmp_path / "elsewhere_model.py").write_text("from torch_reference.word_language_model import TorchRNNModel as RNNModel\n"
-                                               "class Model(RNNModel):\n  pass\n")
+  (tmp_path / "elsewhere_model.py").write_text(
+      "from torch_reference.word_language_model import TorchRNNModel as RNNModel\nclass Model(RNNModel):\n  pass\n")
   monkeypatch.syspath_prepend(str(tmp_path))
   from elsewhere_model import Model
   torch.save(Model("gru", 20, 8, 8, 1), tmp_path / "whole.pt")

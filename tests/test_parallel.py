@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from lm_jax import checkpoints
-from lm_jax.models.rnn_model import model_from_config
-from lm_jax.models.rnn_model import init_params
+from lm_jax.models.registry import model_from_config
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +50,7 @@ def train_losses(workdir: str) -> list[float]:
 
 def final_params(workdir: str) -> dict:
   vocab_size = len(checkpoints.restore_meta(workdir, checkpoints.LATEST)["vocab"])
-  params = init_params(model_from_config(config().model, vocab_size), 0, 1)
+  params = model_from_config(config().model, vocab_size).init_params(0)
   return checkpoints.restore(workdir, checkpoints.LATEST, {"params": params})[0]["params"]
 
 
@@ -69,11 +68,14 @@ def worker(root: str) -> None:
   records what the tests below check in root/findings.json."""
   import optax
 
+  import jax.numpy as jnp
+
   from lm_jax import parallel, steps
   from lm_jax.data.batching import put_on_device
   from lm_jax.errors import UserError
-  from lm_jax.models.rnn_model import RNNModel, zero_carry
-  from lm_jax.train import Evaluator, train_and_evaluate
+  from lm_jax.evaluate import Evaluator
+  from lm_jax.models.rnn_model import RNNModel
+  from lm_jax.train import train_and_evaluate
 
   meshes = {n: parallel.data_mesh(jax.devices()[:n]) for n in DEVICE_COUNTS}
   findings = {f"results_{n}": train_and_evaluate(config(), os.path.join(root, f"devices_{n}"), mesh=meshes[n])
@@ -86,7 +88,7 @@ def worker(root: str) -> None:
 
   # Evaluation with 10 columns: as is on 1 and 2 devices, padded to 12 on 4.
   model = RNNModel(vocab_size=30, emsize=8, nhid=12, nlayers=2)
-  params = init_params(model, 3, 1)
+  params = model.init_params(3)
   ids = np.random.default_rng(4).integers(0, 30, 10 * 33 + 3).astype(np.int32)
   findings["eval"] = {n: Evaluator(model, 6, meshes[n]).mean_nll(params, put_on_device(ids, 10, 6, mesh=meshes[n]))
                       for n in DEVICE_COUNTS}
@@ -97,14 +99,13 @@ def worker(root: str) -> None:
   split = put_on_device(np.concatenate([stream, stream]), 2, 6, mesh=meshes[2])
   sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
   step = steps.make_train_step(model, sgd, 6, mesh=meshes[2])
-  params = init_params(model, 0, 2)
+  params = model.init_params(0)
   hidden = []
   for step_number in (0, 0, 1):
-    state = parallel.replicate({"params": params, "opt_state": sgd.init(params)}, meshes[2])
-    carry = tuple(parallel.put(x, meshes[2], parallel.CARRY) for x in zero_carry("lstm", 1, 2, 12))
-    _, _, carry, _ = step(state["params"], state["opt_state"], carry, jax.random.PRNGKey(0), step_number, 0, 6,
-                          split.padded_TxB)
-    hidden.append(np.asarray(carry[0][0]))  # [B, H]
+    state = steps.TrainState(params, sgd.init(params), model.init_carry(2), jax.random.PRNGKey(0),
+                             jnp.int32(step_number))
+    state, _ = step(parallel.put_tree(state, meshes[2], steps.STATE_SPECS), steps.WindowAt(0, 6), split.padded_TxB)
+    hidden.append(np.asarray(state.carry[0][0]))  # [B, H]
   findings["dropout"] = {"columns_differ": bool(np.any(hidden[0][0] != hidden[0][1])),
                          "repeats": bool(np.array_equal(hidden[0], hidden[1])),
                          "steps_differ": bool(np.any(hidden[0] != hidden[2]))}

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from lm_jax import checkpoints
-from lm_jax.models.rnn_model import model_from_config
-from lm_jax.models.rnn_model import init_params
+from lm_jax.models.registry import model_from_config
 from lm_jax.train import train_and_evaluate
 from tests.conftest import tiny_config
 
@@ -67,7 +66,7 @@ def run_cli_until(tmp_path, step: int, sig: signal.Signals) -> tuple[int, str]:
 
 def params_of(workdir: str, kind: str) -> dict:
   vocab_size = len(checkpoints.restore_meta(workdir, kind)["vocab"])
-  like = {"params": init_params(model_from_config(config().model, vocab_size), 0, 1)}
+  like = {"params": model_from_config(config().model, vocab_size).init_params(0)}
   return checkpoints.restore(workdir, kind, like)[0]["params"]
 
 

@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from lm_jax import steps
-from lm_jax.data.batching import batchify, put_on_device
-from lm_jax.models.rnn_model import RNNModel, zero_carry
-from lm_jax.models.rnn_model import init_params
-from lm_jax.train import Evaluator
+from lm_jax.data.batching import batchify, put_on_device, window_at
+from lm_jax.evaluate import Evaluator
+from lm_jax.loss import window_loss
+from lm_jax.models.rnn_model import RNNModel
 
 V, B, BPTT = 40, 4, 6
 
@@ -30,30 +30,43 @@ def sgd_lr1_no_clip() -> optax.GradientTransformation:
   return optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
 
 
+def eval_loss(model, params, carry, split, start, length, **kwargs):
+  """window_loss in evaluation mode on the window of `length` at `start`: (loss, LossAux)."""
+  return window_loss(model, params, carry, window_at(split.padded_TxB, start, length, BPTT), train=False, **kwargs)
+
+
+def train_state(model, params, carry, step: int) -> steps.TrainState:
+  """A state the step may donate: copies of `params` and `carry`, dropout key 0, at `step`."""
+  params, carry = jax.tree.map(jnp.array, (params, carry))
+  return steps.TrainState(params, sgd_lr1_no_clip().init(params), carry, jax.random.PRNGKey(0), jnp.int32(step))
+
+
+def logits_and_carry(model, params, tokens_TxB, carry):
+  output = model.features(params, tokens_TxB, carry)
+  return model.logits(params, output.features_TxBxH), output.carry
+
+
 def test_gradient_does_not_cross_the_window_boundary():
   """The train step's gradient for window 2 is the gradient with window 1's state held constant,
   and differs from full backpropagation through both windows."""
   model = tiny_model()
-  params = init_params(model, 0, B)
+  params = model.init_params(0)
   split = put_on_device(stream(B * 20), B, BPTT)
   step = steps.make_train_step(model, sgd_lr1_no_clip(), BPTT)
-  carry0 = zero_carry("lstm", 2, B, 12)
+  carry0 = model.init_carry(B)
 
   # Window 1 with SGD lr 0 would change nothing; instead compute its carry with the same params.
-  _, (_, carry1) = steps.window_loss(model, params, carry0, split.padded_TxB, 0, BPTT, BPTT, False)
-  copy = jax.tree.map(jnp.array, params)
-  new_params, _, _, _ = step(copy, sgd_lr1_no_clip().init(copy), jax.tree.map(jnp.array, carry1),
-                             jax.random.PRNGKey(0), 1, BPTT, BPTT, split.padded_TxB)
-  step_grads = jax.tree.map(lambda old, new: old - new, params, new_params)
+  carry1 = eval_loss(model, params, carry0, split, 0, BPTT)[1].carry
+  new_state, _ = step(train_state(model, params, carry1, 1), steps.WindowAt(BPTT, BPTT), split.padded_TxB)
+  step_grads = jax.tree.map(lambda old, new: old - new, params, new_state.params)
 
   def loss_w2(p, carry):
-    return steps.window_loss(model, p, carry, split.padded_TxB, BPTT, BPTT, BPTT, False)[0]
+    return eval_loss(model, p, carry, split, BPTT, BPTT)[0]
 
   truncated = jax.grad(loss_w2)(params, carry1)
 
   def loss_through_both(p):
-    _, (_, carry) = steps.window_loss(model, p, carry0, split.padded_TxB, 0, BPTT, BPTT, False)
-    return loss_w2(p, carry)
+    return loss_w2(p, eval_loss(model, p, carry0, split, 0, BPTT)[1].carry)
 
   full = jax.grad(loss_through_both)(params)
   for name in params:
@@ -64,14 +77,15 @@ def test_gradient_does_not_cross_the_window_boundary():
 def test_short_window_equals_the_unpadded_computation():
   """The last window (length 3 of max 6) scores exactly its 3 steps and carries the state after 3."""
   model = tiny_model("gru")
-  params = init_params(model, 1, B)
+  params = model.init_params(1)
   ids = stream(B * 10, seed=1)
   split = put_on_device(ids, B, BPTT)
-  carry0 = zero_carry("gru", 2, B, 12)
-  loss, (nll_sum, carry) = steps.window_loss(model, params, carry0, split.padded_TxB, 6, 3, BPTT, False)
+  carry0 = model.init_carry(B)
+  loss, aux = eval_loss(model, params, carry0, split, 6, 3)
+  nll_sum, carry = aux.nll_sum, aux.carry
 
   data_TxB = batchify(ids, B)
-  logits, expected_carry = model.apply({"params": params}, data_TxB[6:9], carry0)
+  logits, expected_carry = logits_and_carry(model, params, data_TxB[6:9], carry0)
   logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
   nll = -np.take_along_axis(np.asarray(logp), data_TxB[7:10][..., None], axis=-1)
   np.testing.assert_allclose(nll_sum, nll.sum(), rtol=1e-5)
@@ -81,11 +95,11 @@ def test_short_window_equals_the_unpadded_computation():
 
 def test_sum_over_time_loss_is_length_times_the_mean():
   model = tiny_model()
-  params = init_params(model, 2, B)
+  params = model.init_params(2)
   split = put_on_device(stream(B * 10), B, BPTT)
-  carry0 = zero_carry("lstm", 2, B, 12)
-  mean, _ = steps.window_loss(model, params, carry0, split.padded_TxB, 0, 5, BPTT, False)
-  summed, _ = steps.window_loss(model, params, carry0, split.padded_TxB, 0, 5, BPTT, False, sum_over_time=True)
+  carry0 = model.init_carry(B)
+  mean, _ = eval_loss(model, params, carry0, split, 0, 5)
+  summed, _ = eval_loss(model, params, carry0, split, 0, 5, reduction="sum_over_time")
   np.testing.assert_allclose(summed, 5 * mean, rtol=1e-6)
 
 
@@ -93,10 +107,10 @@ def test_sum_over_time_loss_is_length_times_the_mean():
 def test_evaluation_perplexity_is_exp_of_the_mean_nll_computed_independently(cell):
   """Windows of 6 with the state carried equal one pass over the whole split; NLL in float64."""
   model = tiny_model(cell)
-  params = init_params(model, 3, B)
+  params = model.init_params(3)
   ids = stream(B * 33 + 3, seed=4)  # 33 rows: windows 6,6,6,6,6,2 and a dropped tail
   data_TxB = batchify(ids, B)
-  logits, _ = model.apply({"params": params}, data_TxB[:-1], zero_carry(cell, 2, B, 12))
+  logits, _ = logits_and_carry(model, params, data_TxB[:-1], model.init_carry(B))
   logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
   expected_mean_nll = -np.take_along_axis(np.asarray(logp), data_TxB[1:][..., None], axis=-1).mean()
 
@@ -109,24 +123,22 @@ def test_evaluation_perplexity_is_exp_of_the_mean_nll_computed_independently(cel
 
 def test_dropout_masks_depend_on_the_step_and_vanish_in_evaluation():
   model = tiny_model(dropout=0.5)
-  params = init_params(model, 0, B)
+  params = model.init_params(0)
   split = put_on_device(stream(B * 10), B, BPTT)
-  carry0 = zero_carry("lstm", 2, B, 12)
+  carry0 = model.init_carry(B)
   step = steps.make_train_step(model, sgd_lr1_no_clip(), BPTT)
   losses = []
   for step_number in (0, 1, 0):
-    copy = jax.tree.map(jnp.array, params)
-    _, _, _, metrics = step(copy, sgd_lr1_no_clip().init(copy), zero_carry("lstm", 2, B, 12),
-                            jax.random.PRNGKey(0), step_number, 0, BPTT, split.padded_TxB)
+    _, metrics = step(train_state(model, params, carry0, step_number), steps.WindowAt(0, BPTT), split.padded_TxB)
     losses.append(float(metrics["loss"]))
   assert losses[0] == losses[2] and losses[0] != losses[1]  # fold_in(rng, step): reproducible, per step
-  eval_a = steps.window_loss(model, params, carry0, split.padded_TxB, 0, BPTT, BPTT, False)[0]
-  eval_b = steps.window_loss(model, params, carry0, split.padded_TxB, 0, BPTT, BPTT, False)[0]
+  eval_a = eval_loss(model, params, carry0, split, 0, BPTT)[0]
+  eval_b = eval_loss(model, params, carry0, split, 0, BPTT)[0]
   assert float(eval_a) == float(eval_b)
 
 
-def test_fused_decoder_nll_and_its_gradients_match_float64_autodiff():
-  from lm_jax.models.softmax_nll import decoder_nll
+def test_fused_decoder_nll_and_its_gradients_match_the_plain_definition_in_float64():
+  from lm_jax.models.softmax_nll import decoder_nll, plain_decoder_nll
 
   rng = np.random.default_rng(7)
   h, w, b = rng.normal(size=(9, 5)), rng.normal(size=(30, 5)), rng.normal(size=30)
@@ -134,11 +146,12 @@ def test_fused_decoder_nll_and_its_gradients_match_float64_autodiff():
   assert len(set(targets)) < len(targets)  # repeated targets: the backward's scatter-adds must sum them
   weights = rng.uniform(size=9)  # a masked/weighted sum, as the loss uses it
 
-  def reference(h, w, b):
-    logits = h @ w.T + b
-    return jnp.sum(weights * (jax.nn.logsumexp(logits, -1) - logits[np.arange(9), targets]))
-
+  # The plain definition itself, against NumPy: logsumexp(logits) - logit[target].
+  logits = h @ w.T + b
+  by_hand = np.log(np.exp(logits).sum(-1)) - logits[np.arange(9), targets]
   with jax.enable_x64():
+    np.testing.assert_allclose(plain_decoder_nll(h, w, b, jnp.asarray(targets)), by_hand, rtol=1e-12)
+    reference = lambda h, w, b: jnp.sum(weights * plain_decoder_nll(h, w, b, jnp.asarray(targets)))
     expected_loss, expected_grads = jax.value_and_grad(reference, argnums=(0, 1, 2))(h, w, b)
   fused = lambda h, w, b: jnp.sum(weights * decoder_nll(h, w, b, jnp.asarray(targets)))
   loss, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(*(jnp.asarray(x, jnp.float32) for x in (h, w, b)))

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from lm_jax import checkpoints, optim, trained
-from lm_jax.models.rnn_model import init_params, model_from_config
+from lm_jax.models.registry import model_from_config
 from lm_jax.errors import UserError
 from lm_jax.train import TrainingDiverged, train_and_evaluate
 from tests.conftest import tiny_config
 
 def latest_params(workdir: str, c) -> dict:
-  params = init_params(model_from_config(c.model, c.data.synthetic.vocab_size), 0, 1)
-  like = {"params": params, "opt_state": optim.make_optimizer(c).init(params)}
+  params = model_from_config(c.model, c.data.synthetic.vocab_size).init_params(0)
+  like = {"params": params, "opt_state": optim.make_optimizer(c.optim).init(params)}
   return checkpoints.restore(workdir, checkpoints.LATEST, like)[0]["params"]
 
 
@@ -31,8 +31,8 @@ def test_short_training_run_gets_within_margin_of_the_true_source_floor(tmp_path
   c = tiny_config(**{"data.synthetic.vocab_size": 500, "data.synthetic.num_classes": 12})
   c.data.synthetic.update(train_tokens=150_000, valid_tokens=20_000, test_tokens=20_000)
   c.model.update(emsize=64, nhid=128)
-  c.update(optimizer="adamw", lr=3e-3, clip=1.0, lr_rule="decay_after", lr_decay=2.0, lr_decay_start=4,
-           epochs=8, batch_size=32, bptt=35)
+  c.optim.update(name="adamw", lr=3e-3, clip=1.0, schedule="decay_after", lr_decay=2.0, lr_decay_start=4)
+  c.update(epochs=8, batch_size=32, bptt=35)
   results = train_and_evaluate(c, str(tmp_path))
   floor_ppl = results["valid_floor_ppl"]
   assert results["valid_ppl"] >= floor_ppl * 0.98  # below the floor would mean a broken metric or leak
@@ -57,10 +57,10 @@ def test_resuming_after_an_epoch_gives_the_uninterrupted_run_exactly(tmp_path):
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   monkeypatch.setattr(optim, "next_learning_rate", lambda *args: math.nan)  # poison epoch 2
-  with pytest.raises(TrainingDiverged, match=r"training loss at epoch 2, batch \d+ became (nan|inf).*lower --config.lr"):
+  with pytest.raises(TrainingDiverged, match=r"training loss at epoch 2, batch \d+ became (nan|inf).*lower --config.optim.lr"):
     train_and_evaluate(tiny_config(epochs=3), workdir)
   meta = checkpoints.restore_meta(workdir, checkpoints.LATEST)
-  assert (meta["epoch"], meta["window"]) == (1, 0)  # the end of epoch 1, nothing of epoch 2
+  assert (meta["epochs_done"], meta["window"]) == (1, 0)  # the end of epoch 1, nothing of epoch 2
   kept = latest_params(workdir, tiny_config())
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
 
@@ -97,10 +97,11 @@ def test_checkpoint_of_another_shape_is_a_user_error(tmp_path):
 
 
 def test_lr_rules_follow_the_reference_and_zaremba():
-  c = tiny_config(lr=20.0)
+  c = tiny_config(**{"optim.lr": 20.0}).optim
   assert optim.next_learning_rate(c, 20.0, 1, improved=True) == 20.0
   assert optim.next_learning_rate(c, 20.0, 1, improved=False) == 5.0
-  z = tiny_config(lr=1.0, lr_rule="decay_after", lr_decay=2.0, lr_decay_start=4)
+  z = tiny_config(**{"optim.lr": 1.0, "optim.schedule": "decay_after", "optim.lr_decay": 2.0,
+                     "optim.lr_decay_start": 4}).optim
   lrs = [1.0] + [optim.next_learning_rate(z, None, epoch, True) for epoch in range(1, 13)]
   assert lrs == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 2 ** -5, 2 ** -6, 2 ** -7, 2 ** -8, 2 ** -9]
 

@@ -19,7 +19,7 @@ def main(argv: list[str]) -> None:
   from lm_jax import optim, trained
   from lm_jax.data.batching import put_on_device
   from lm_jax.data.sources import load_corpus
-  from lm_jax.train import Evaluator
+  from lm_jax.evaluate import Evaluator
 
   run = trained.load(_WORKDIR.value)
   data_config = run.config.data

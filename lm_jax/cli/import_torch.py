@@ -21,9 +21,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run held in --wo
 def main(argv: list[str]) -> None:
   from lm_jax.convert import import_checkpoint  # After flag parsing, so --help stays fast.
 
-  shape = import_checkpoint(_CHECKPOINT.value, _DATA_DIR.value, _WORKDIR.value, _CELL.value, _OVERWRITE.value)
-  print(f"| imported {shape.cell} {shape.nlayers}x{shape.nhid} (emsize {shape.emsize}, "
-        f"{'tied' if shape.tied else 'untied'}), {shape.vocab_size:,} words, into {_WORKDIR.value}; "
+  model = import_checkpoint(_CHECKPOINT.value, _DATA_DIR.value, _WORKDIR.value, _CELL.value, _OVERWRITE.value)
+  print(f"| imported {model.describe()}, {model.vocab_size:,} words, into {_WORKDIR.value}; "
         f"score it with lm-jax-evaluate --workdir={_WORKDIR.value}")
 
 

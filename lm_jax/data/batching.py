@@ -15,6 +15,7 @@ evaluation leaves out of its sums; training refuses such a batch (see train.py).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,14 +66,17 @@ def put_on_device(ids: np.ndarray, batch_size: int, max_len: int, name: str = "d
   return DeviceSplit(parallel.put(padded, mesh, parallel.COLUMNS), rows, max_len, batch_size)
 
 
-def slice_window(padded_TxB: jax.Array, start: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
-  """Inputs and targets of the window at `start` (a traced scalar), both [max_len, B]."""
+class Window(NamedTuple):
+  """One window's tokens at the static length `max_len`, the steps past its length marked invalid."""
+
+  inputs_TxB: jax.Array
+  targets_TxB: jax.Array
+  valid_T: jax.Array  # True for the window's first `length` steps
+
+
+def window_at(padded_TxB: jax.Array, start: jax.Array, length: jax.Array, max_len: int) -> Window:
+  """The window of `length` steps at row `start` (traced scalars) of a padded split."""
   batch = padded_TxB.shape[1]
   inputs_TxB = jax.lax.dynamic_slice(padded_TxB, (start, 0), (max_len, batch))
   targets_TxB = jax.lax.dynamic_slice(padded_TxB, (start + 1, 0), (max_len, batch))
-  return inputs_TxB, targets_TxB
-
-
-def valid_steps_mask(length: jax.Array, max_len: int) -> jax.Array:
-  """[max_len] booleans: True for the window's first `length` time steps."""
-  return jnp.arange(max_len) < length
+  return Window(inputs_TxB, targets_TxB, jnp.arange(max_len) < length)
