@@ -54,6 +54,7 @@ def reference_config() -> ml_collections.ConfigDict:
   c.seed = 1111
   c.log_interval = 200      # windows between log lines
   c.checkpoint_every = 500  # windows between `latest` checkpoints (to resume from); 0: only at epoch ends
+  c.lock()
   return c
 
 

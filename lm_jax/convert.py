@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lm_jax import checkpoints, config as config_lib, workdir as workdir_lib
+from lm_jax import checkpoints, config as config_lib, torch_pickle, workdir as workdir_lib
 from lm_jax.data.sources import corpus_from_lines, read_directory
 from lm_jax.errors import UserError
 from lm_jax.models import rnn_convert
@@ -50,7 +50,7 @@ def to_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   """The state_dict in a torch.save file (of a state_dict, or of a whole model as the reference saves
-  by default), as float32 numpy arrays."""
+  by default, read by lm_jax.torch_pickle without the reference's source), as float32 numpy arrays."""
   try:
     import torch  # Optional: `pip install 'lm_jax[torch]'`.
   except ImportError:
@@ -59,8 +59,8 @@ def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise UserError(f"checkpoint {path!r} does not exist; pass the file the reference's --save wrote")
   saved = _torch_load(torch, path)
-  if isinstance(saved, torch.nn.Module):
-    saved = saved.state_dict()
+  if isinstance(saved, torch_pickle.PickledModule):
+    saved = torch_pickle.state_dict(saved)
   if not isinstance(saved, Mapping) or not all(isinstance(t, torch.Tensor) for t in saved.values()):
     raise UserError(f"{path} holds a {type(saved).__name__}, not a state_dict or model; save one in PyTorch "
                     "with `torch.save(model.state_dict(), path)`")
@@ -73,8 +73,12 @@ def _torch_load(torch: Any, path: str) -> Any:
   except Exception:  # Any failure here may just mean a whole pickled model: try that next.
     pass
   try:
-    # A whole model unpickles only where its class (the reference's model.py) can be imported.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # A whole model: only the reference's classes are resolved, as attribute holders; no code runs.
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=torch_pickle)
+  except torch_pickle.RefusedGlobal as e:
+    raise UserError(f"{path} refers to {e.name}, which no word_language_model model holds, so it was not "
+                    "loaded (nothing in it ran); import a model saved by the reference's main.py, or save the "
+                    "weights with `torch.save(model.state_dict(), path)` and import that") from None
   except Exception as e:
     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise UserError(f"{path} is neither a state_dict nor a model torch can unpickle here ({reason}); save "

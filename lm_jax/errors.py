@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
   """Bad input from the user. The message names the problem and the fix."""
 
 
-def exits_cleanly_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """Wraps an absl main so a UserError prints one line and exits with status 2."""
+def exits_cleanly_on_user_error(main: Callable[[list[str]], T]) -> Callable[[list[str]], T]:
+  """Wraps an absl main (or flags parser) so a UserError prints one line and exits with status 2."""
 
   @functools.wraps(main)
-  def wrapped(argv: list[str]) -> None:
+  def wrapped(argv: list[str]) -> T:
     try:
-      main(argv)
+      return main(argv)
     except UserError as e:
       prog = argv[0].rsplit("/", 1)[-1] if argv else "lm-jax"
       print(f"{prog}: error: {e}", file=sys.stderr)

@@ -106,3 +106,50 @@ def test_prompt_words_missing_from_the_vocabulary_become_unk(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "prompt words not in the vocabulary, read as <unk>: zebra" in result.stderr
   assert len(result.stdout.split()) == 5
+
+
+def console_script(command: str) -> str:
+  """The installed entry point (`lm-jax-train`, ...): under `python -m` absl finds the flags anyway."""
+  return os.path.join(os.path.dirname(sys.executable), f"lm-jax-{command}")
+
+
+@pytest.mark.parametrize("command, own_flags", [
+    ("train", ["--config", "--workdir", "--[no]resume", "--[no]overwrite", "--[no]distributed",
+               "--coordinator_address", "--num_processes", "--process_id"]),
+    ("evaluate", ["--workdir", "--split", "--data_dir", "--batch_size"]),
+    ("generate", ["--workdir", "--words", "--temperature", "--top_k", "--prompt", "--seed", "--output"]),
+    ("import", ["--checkpoint", "--data_dir", "--workdir", "--cell", "--[no]overwrite"]),
+])
+def test_help_lists_the_commands_own_flags(command, own_flags):
+  result = subprocess.run([console_script(command), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert "Traceback" not in result.stderr
+  listed = re.findall(r"^  (--\S+?):", result.stdout, flags=re.MULTILINE)
+  assert sorted(listed) == sorted(own_flags), result.stdout
+  assert result.stdout.startswith(f"lm-jax-{command}: ")  # the command's own description first
+  if command == "train":
+    assert "lm_jax/config.py" in result.stdout and "configs/*.py" in result.stdout
+
+
+def test_config_file_that_does_not_exist(tmp_path):
+  result = lm_jax("train", "--config=no/such/file.py", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"cannot load --config=no/such/file.py \(no such file\); pass a config file such as "
+                        r"configs/default.py$")
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_override_of_a_field_the_config_lacks(tmp_path):
+  result = lm_jax("train", "--config=configs/default.py", "--config.model.hiddn=3", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"--config.model.hiddn: the config has no field 'hiddn'; fix the name \(the fields "
+                        r"are described in lm_jax/config.py\)$")
+  result = lm_jax("train", "--config=configs/default.py", "--config.modle.nhid=3", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"--config.modle.nhid: the config has no field 'modle' \(did you mean model\?\)")
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_config_file_that_sets_a_field_the_config_lacks(tmp_path):
+  (tmp_path / "typo.py").write_text("from lm_jax.config import reference_config\n\n"
+                                    "def get_config():\n  c = reference_config()\n  c.model.hidn = 3\n  return c\n")
+  result = lm_jax("train", f"--config={tmp_path / 'typo.py'}", f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, r"config file .*typo.py sets 'hidn', which is not a config field \(did you mean "
+                        r"nhid\?\); fix the name \(the fields are described in lm_jax/config.py\)$")
+  assert not os.path.exists(tmp_path / "w")

@@ -4,6 +4,7 @@ checkpoints that convert both ways. Relative errors are norm-wise: max|a - b| / 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import subprocess
@@ -257,13 +258,92 @@ def test_import_refuses_an_existing_run_unless_overwrite(tmp_path, data_dir, voc
   assert trained.load(workdir).config.model.cell == "rnn_relu"
 
 
-def test_import_reads_a_whole_pickled_model(tmp_path, data_dir, vocab_size):
-  reference = torch_model("lstm", 1, False, vocab_size=vocab_size)
-  torch.save(reference, tmp_path / "model.pt")  # the reference's default --save
-  shape = convert.import_checkpoint(str(tmp_path / "model.pt"), data_dir, str(tmp_path / "run"))
-  assert (shape.cell, shape.nlayers, shape.tied) == ("lstm", 1, False)
-  params = trained.load(str(tmp_path / "run")).params
-  assert np.array_equal(params["layer_0_w_hh"], reference.rnn.weight_hh_l0.detach().numpy().T)
+# The reference's model.py as far as pickling goes: class `RNNModel` in module `model`, with its
+# submodules (drop, encoder, rnn, decoder) and plain attributes (ntoken, rnn_type, nhid, nlayers).
+REFERENCE_MODEL_PY = """
+from torch_reference.word_language_model import TorchRNNModel
+
+class RNNModel(TorchRNNModel):
+  def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+    super().__init__(rnn_type.lower(), ntoken, ninp, nhid, nlayers, dropout, tie_weights)
+    self.ntoken, self.rnn_type = ntoken, rnn_type
+"""
+
+
+def pickle_in_a_module_then_forget_it(tmp_path, monkeypatch, module: str, source: str, build) -> tuple[object, str]:
+  """torch.save(build(module)) with `module` importable from tmp_path only, then made unimportable again, as
+  where lm-jax-import runs: the file's classes can no longer be imported."""
+  (tmp_path / f"{module}.py").write_text(source)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  sys.modules.pop(module, None)  # not monkeypatch.delitem, which would put the module back afterwards
+  obj = build(importlib.import_module(module))
+  torch.save(obj, tmp_path / f"{module}.pt")
+  del sys.modules[module]
+  monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+  with pytest.raises(ModuleNotFoundError):
+    __import__(module)
+  return obj, str(tmp_path / f"{module}.pt")
+
+
+def lm_jax_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", f"lm_jax.cli.{module}", *args], capture_output=True, text=True,
+                        cwd=REPO, check=False)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_import_reads_the_references_whole_pickled_model_without_its_source(tmp_path, monkeypatch, data_dir,
+                                                                            vocab_size, tied):
+  def build(model):
+    reference = model.RNNModel("LSTM", vocab_size, 24, 24, 2, dropout=0.2, tie_weights=tied)
+    with torch.no_grad():  # the reference's init leaves biases at 0: random ones catch a swapped tensor
+      for p in reference.parameters():
+        p.uniform_(-0.3, 0.3)
+    return reference
+
+  reference, checkpoint = pickle_in_a_module_then_forget_it(tmp_path, monkeypatch, "model", REFERENCE_MODEL_PY, build)
+  expected = reference.state_dict()
+
+  read = convert.read_torch_checkpoint(checkpoint)
+  assert list(read) == list(expected)  # the names state_dict() gives, in its order, decoder.weight too if tied
+  for name, tensor in expected.items():
+    assert read[name].dtype == np.float32 and np.array_equal(read[name], tensor.numpy()), name
+
+  workdir = str(tmp_path / "run")
+  imported = lm_jax_cli("import_torch", f"--checkpoint={checkpoint}", f"--data_dir={data_dir}", f"--workdir={workdir}")
+  assert imported.returncode == 0, imported.stderr
+  assert f"imported lstm 2x24 (emsize 24, {'tied' if tied else 'untied'})" in imported.stdout
+  shape, params = convert.import_state_dict({name: t.numpy() for name, t in expected.items()})
+  restored = trained.load(workdir).params
+  assert set(restored) == set(params)
+  for name, array in params.items():
+    assert np.array_equal(restored[name], array), name
+
+  evaluated = lm_jax_cli("evaluate", f"--workdir={workdir}")
+  assert evaluated.returncode == 0, evaluated.stderr
+  ppl = float(evaluated.stdout.split("test ppl")[1].split("|")[0])
+  test_ids = corpus_from_lines(read_directory(data_dir)).ids["test"]
+  expected_loss = torch_reference.evaluate(reference, torch_reference.batchify(torch.from_numpy(test_ids).long(), 10),
+                                           config_lib.reference_config().bptt)
+  assert abs(ppl - math.exp(expected_loss)) <= 0.005 + 1e-5 * ppl  # the CLI rounds to 2 decimals
+
+
+def test_import_refuses_a_pickle_that_would_run_code(tmp_path, monkeypatch, data_dir):
+  marker = tmp_path / "ran"
+  _, checkpoint = pickle_in_a_module_then_forget_it(
+      tmp_path, monkeypatch, "model",
+      "import os\n\nclass RNNModel:\n  def __reduce__(self):\n"
+      f"    return (os.system, ('touch {marker}',))\n",
+      lambda model: {"encoder.weight": torch.zeros(3, 2), "payload": model.RNNModel()})
+  result = lm_jax_cli("import_torch", f"--checkpoint={checkpoint}", f"--data_dir={data_dir}",
+                      f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+  assert [line for line in result.stderr.splitlines() if "error:" in line] == [
+      f"import_torch.py: error: {checkpoint} refers to posix.system, which no word_language_model model holds, so it "
+      "was not loaded (nothing in it ran); import a model saved by the reference's main.py, or save the weights "
+      "with `torch.save(model.state_dict(), path)` and import that"]
+  assert not marker.exists() and not (tmp_path / "run").exists()
+  torch.load(checkpoint, weights_only=False)  # the file is no dud: a plain unpickler runs its command
+  assert marker.exists()
 
 
 def user_error(call, *args) -> str:
@@ -303,17 +383,14 @@ def test_import_errors_on_files_that_hold_no_state_dict(tmp_path, monkeypatch):
   assert user_error(convert.read_torch_checkpoint, str(tmp_path / "text.pt")).startswith(
       f"{tmp_path / 'text.pt'} is neither a state_dict nor a model torch can unpickle here (")
 
-  # A whole model whose class cannot be imported where it is loaded (the reference's model.py elsewhere).
-  (tmp_path / "elsewhere_model.py").write_text(
-      "from torch_reference.word_language_model import TorchRNNModel as RNNModel\nclass Model(RNNModel):\n  pass\n")
-  monkeypatch.syspath_prepend(str(tmp_path))
-  from elsewhere_model import Model
-  torch.save(Model("gru", 20, 8, 8, 1), tmp_path / "whole.pt")
-  monkeypatch.delitem(sys.modules, "elsewhere_model")
-  monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
-  message = user_error(convert.read_torch_checkpoint, str(tmp_path / "whole.pt"))
-  assert "(No module named 'elsewhere_model'); save the weights in PyTorch with " \
-         "`torch.save(model.state_dict(), path)` and import that" in message
+  # A whole model of a class the reference does not have, even one holding the reference's modules.
+  _, checkpoint = pickle_in_a_module_then_forget_it(
+      tmp_path, monkeypatch, "elsewhere_model",
+      "from torch_reference.word_language_model import TorchRNNModel\n\nclass RNNModel(TorchRNNModel):\n  pass\n",
+      lambda module: module.RNNModel("gru", 20, 8, 8, 1))
+  assert user_error(convert.read_torch_checkpoint, checkpoint).startswith(
+      f"{checkpoint} refers to elsewhere_model.RNNModel, which no word_language_model model holds, so it was not "
+      "loaded (nothing in it ran); import a model saved by the reference's main.py")
 
 
 def test_import_errors_on_a_state_dict_of_another_model():

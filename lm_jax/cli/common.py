@@ -1,7 +1,8 @@
-"""What every lm-jax command shares: quiet library logs, clean user errors, required flags."""
+"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help."""
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from absl import app, flags, logging
@@ -10,9 +11,10 @@ from lm_jax import runtime
 from lm_jax.errors import exits_cleanly_on_user_error
 
 
-def run_main(main: Callable[[list[str]], None], required_flags: list[str]) -> None:
-  """app.run(main) with required flags, one-line user errors, and absl INFO logs (orbax is chatty
-  there) shown only when asked for with -v 0."""
+def run_main(main: Callable[[list[str]], None], required_flags: list[str],
+             flags_parser: Callable[[list[str]], list[str]] = app.parse_flags_with_usage) -> None:
+  """app.run(main) with required flags, one-line user errors (from `flags_parser` too), --help that
+  lists the command's flags, and absl INFO logs (orbax is chatty there) shown only with -v 0."""
 
   def main_with_quiet_logs(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -23,4 +25,17 @@ def run_main(main: Callable[[list[str]], None], required_flags: list[str]) -> No
     main(argv)
 
   flags.mark_flags_as_required(required_flags)
-  app.run(exits_cleanly_on_user_error(main_with_quiet_logs))
+  _describe_command_in_help(sys.modules[main.__module__])
+  app.run(exits_cleanly_on_user_error(main_with_quiet_logs), flags_parser=exits_cleanly_on_user_error(flags_parser))
+
+
+def _describe_command_in_help(command: object) -> None:
+  """absl's --help prints the `__main__` module's docstring and the flags keyed to `sys.argv[0]`. Under
+  `python -m` that is the command's module; a console script's `__main__` is pip's stub, which has no
+  docstring and defines no flags, so --help said only "Try --helpfull". Lend the stub both."""
+  main_module = sys.modules["__main__"]
+  if main_module is command:
+    return
+  main_module.__doc__ = command.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(command):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

@@ -7,8 +7,9 @@ from absl import flags
 from lm_jax.cli.common import run_main
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "The reference's saved model: a state_dict (torch.save(model.state_dict(), path)) or a "
-    "whole model (its default --save; unpickling runs code from the file, so import only files you trust).")
+    "checkpoint", None, "The reference's saved model: a state_dict (torch.save(model.state_dict(), path)) or the "
+    "whole model its main.py --save writes; read without the reference's source, and a file naming any other "
+    "class or function is refused, so nothing in it runs.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "The data the model was trained on (train.txt, valid.txt, "
                                 "test.txt); its vocabulary names the checkpoint's word ids.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory to write the lm_jax checkpoint into.")
