@@ -3,36 +3,39 @@
 Orbax writes each checkpoint into a temporary directory and renames it once complete, and the
 manager removes an old step only after the new one is committed, so a crash mid-write leaves the
 previous checkpoint intact. Each checkpoint carries its metadata (vocabulary, config, epoch, lr,
-losses) as JSON beside the arrays, so it is self-contained, and a CRC-32 of every array's bytes, which
-restore checks. A checkpoint damaged later (a truncated, lost or altered file) fails to restore or to
-match its checksums: for `latest` the one before it is used instead, with a warning; for `best`
-(what evaluate, generate and export read) it is a UserError naming it, never a silently different
-model. Checkpoints written before the checksums restore unverified, with a warning. With several
-processes every one of them calls save and restore; orbax has each write its own shards.
+losses) as JSON beside the arrays, so it is self-contained, and, once committed, a CRC-32 of every
+file holding its arrays (CHECKSUMS_FILE), which restore checks before orbax reads anything. A
+checkpoint damaged later (a truncated, lost or altered file) fails that check or fails to restore:
+for `latest` the one before it is used instead, with a warning; for `best` (what evaluate, generate
+and export read) it is a UserError naming it, never a silently different model. Checkpoints without
+the checksums (written before them, or killed between the commit and the checksums) restore
+unverified, with a warning. With several processes every one of them calls save and restore; orbax
+has each write its own shards, and process 0 checksums them all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
+from lm_jax import parallel
 from lm_jax.errors import UserError
+from lm_jax.workdir import write_atomically
 
 BEST = "best"
 LATEST = "latest"
 KEEP = {BEST: 1, LATEST: 2}
-CHECKSUMS = "_array_checksums"  # reserved metadata key: {array's path in the state: CRC-32 of its bytes}
+CHECKSUMS_FILE = "lm_jax_checksums.json"  # in a step's directory: {array file's path in it: CRC-32 of its bytes}
 
 
 class DamagedCheckpoint(Exception):
-  """A checkpoint's arrays do not match the checksums written with them."""
+  """A checkpoint's array files do not match the checksums written with them."""
 
 
 def checkpoint_dir(workdir: str, kind: str) -> str:
@@ -49,10 +52,13 @@ def save(workdir: str, kind: str, step: int, state: Any, meta: dict) -> None:
   with _manager(workdir, kind) as manager:
     if step in manager.all_steps():  # written before a crash and replayed since, or damaged: replace it
       manager.delete(step)
-    meta = {**meta, CHECKSUMS: checksums(state)}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                 meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()
+  parallel.barrier(f"checkpoint {kind} {step} written")
+  if parallel.is_main_process():
+    step_dir = os.path.join(checkpoint_dir(workdir, kind), str(step))
+    write_atomically(os.path.join(step_dir, CHECKSUMS_FILE), json.dumps(array_file_checksums(step_dir)))
 
 
 def latest_step(workdir: str, kind: str) -> int | None:
@@ -64,9 +70,7 @@ def latest_step(workdir: str, kind: str) -> int | None:
 
 def restore_meta(workdir: str, kind: str) -> dict:
   """The metadata of the newest readable checkpoint of `kind` (vocabulary, config, ...)."""
-  meta = _restore_newest(workdir, kind, meta=ocp.args.JsonRestore()).meta
-  meta.pop(CHECKSUMS, None)
-  return meta
+  return _restore_newest(workdir, kind, meta=ocp.args.JsonRestore()).meta
 
 
 def restore(workdir: str, kind: str, like_state: Any) -> tuple[Any, dict]:
@@ -76,35 +80,38 @@ def restore(workdir: str, kind: str, like_state: Any) -> tuple[Any, dict]:
   restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
   restored = _restore_newest(workdir, kind, meta=ocp.args.JsonRestore(),
                              state=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
-  restored.meta.pop(CHECKSUMS, None)
   return restored.state, restored.meta
 
 
-def checksums(state: Any) -> dict[str, str]:
-  """CRC-32 (hex) of each array's bytes, by its path in `state` (e.g. "['params']['embedding']")."""
-  return {jax.tree_util.keystr(path): f"{zlib.crc32(_host_bytes(x)):08x}"
-          for path, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+def array_file_checksums(step_dir: str) -> dict[str, str]:
+  """CRC-32 (hex) of every file under the step's `state` item (the arrays), by its path in the step."""
+  sums = {}
+  for root, _, files in os.walk(os.path.join(step_dir, "state")):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      crc = 0
+      with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+          crc = zlib.crc32(chunk, crc)
+      sums[os.path.relpath(path, step_dir)] = f"{crc:08x}"
+  return sums
 
 
-def _host_bytes(x: Any) -> memoryview:
-  """The array's bytes in C order. An array sharded over processes (the carry in a multi-host run) is
-  gathered first; save and restore run on every process, so each takes part in the gather."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return memoryview(np.ascontiguousarray(x)).cast("B")
-
-
-def _verify(restored: Any, directory: str, step: int) -> None:
-  """Raises DamagedCheckpoint unless every restored array has the checksum saved with it."""
-  expected = restored.meta.get(CHECKSUMS)
-  if expected is None:
-    logging.log_first_n(logging.WARNING, "the checkpoint in %s (step %d) predates array checksums; restoring it "
-                        "unverified", 1, directory, step)
+def _verify(step_dir: str) -> None:
+  """Raises DamagedCheckpoint unless every array file is there with the checksum written for it. Done
+  before orbax reads: a restore failing on one damaged file leaves tensorstore's other reads running."""
+  try:
+    with open(os.path.join(step_dir, CHECKSUMS_FILE)) as f:
+      expected = json.load(f)
+  except (OSError, ValueError):
+    logging.log_first_n(logging.WARNING, "the checkpoint in %s has no readable %s (written before checksums, or "
+                        "stopped right after its commit); restoring it unverified", 1, step_dir, CHECKSUMS_FILE)
     return
-  actual = checksums(restored.state)
-  damaged = [path for path, crc in actual.items() if path in expected and expected[path] != crc]
+  actual = array_file_checksums(step_dir)
+  damaged = sorted(path for path, crc in expected.items() if actual.get(path) != crc)
   if damaged:
-    raise DamagedCheckpoint(f"{', '.join(damaged[:3])} differ from the checksums saved with them")
+    more = f" and {len(damaged) - 1} more file(s)" if len(damaged) > 1 else ""
+    raise DamagedCheckpoint(f"{damaged[0]}{more} missing or changed since written")
 
 
 def _abstract(x: Any) -> jax.ShapeDtypeStruct:
@@ -121,9 +128,9 @@ def _restore_newest(workdir: str, kind: str, **items: ocp.args.CheckpointArgs) -
   with _manager(workdir, kind) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        restored = manager.restore(step, args=ocp.args.Composite(**items))
         if "state" in items:
-          _verify(restored, directory, step)
+          _verify(os.path.join(directory, str(step)))
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
       except Exception as e:  # tensorstore, JSON, file and checksum errors alike: this step cannot be used
         if _is_shape_mismatch(e):  # the model does not fit the checkpoint: no other step will either
           raise UserError(f"the checkpoint in {directory} does not match the model ({_first_line(e)}); use the "

@@ -91,13 +91,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   corpus = load_corpus(config.data)  # Bad data fails here, before the workdir is touched.
   resuming = workdir_lib.prepare(workdir, config, resume, overwrite)
   loop = _Loop(config, workdir, corpus, mesh)
-  state, progress = loop.start(resuming)
-  with parallel.StopSignal() as stop:
-    while progress.epochs_done < config.epochs:
-      epoch_start = time.time()
-      state = loop.train_epoch(state, progress, stop)
-      loop.end_epoch(state, progress, stop, time.time() - epoch_start)
-  return loop.finish(state, progress)
+  try:
+    state, progress = loop.start(resuming)
+    with parallel.StopSignal() as stop:
+      while progress.epochs_done < config.epochs:
+        epoch_start = time.time()
+        state = loop.train_epoch(state, progress, stop)
+        loop.end_epoch(state, progress, stop, time.time() - epoch_start)
+    return loop.finish(state, progress)
+  finally:
+    loop.report.close()  # metrics written so far reach the disk, however the run ends
 
 
 class _Loop:
@@ -228,7 +231,6 @@ class _Loop:
                      f"{self._floor_note('test', results['test_loss'])}")
     self.report.line("=" * 89)
     self.report.scalars(progress.step, results)
-    self.report.close()
     return results
 
   def _save_latest(self, state: TrainState, progress: Progress) -> None:

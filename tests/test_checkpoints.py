@@ -40,34 +40,25 @@ def flip_byte(path: str, offset: int) -> None:
     f.write(bytes([byte ^ 0x01]))
 
 
-# Orbax leaves an asyncio callback behind after a failed restore; Python reports it at exit.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_flipped_byte_in_any_array_file_of_best_is_caught(run, tmp_path):
-  """A flip inside the data of each file is caught; a flip anywhere else in it (a header, the zstd frame's
-  trailing checksum, which tensorstore does not read) gives either the clear line or the exact model."""
-  original = trained.load(run).params
+def test_a_flipped_byte_anywhere_in_any_array_file_of_best_is_caught(run, tmp_path):
+  """First, middle and last byte of every file holding the arrays: each flip is the clear line, before
+  orbax reads anything (a flip orbax never reads, such as in a zstd frame's trailing checksum, too)."""
   relative = [os.path.relpath(p, run) for p in array_files(run, checkpoints.BEST)]
   assert len(relative) >= 2
-  relative_largest = max(relative, key=lambda name: os.path.getsize(os.path.join(run, name)))  # the arrays' data
   for i, name in enumerate(relative):
     for where in ("first", "middle", "last"):
       copy = str(tmp_path / f"{i}-{where}")
       shutil.copytree(run, copy)
       size = os.path.getsize(os.path.join(copy, name))
       flip_byte(os.path.join(copy, name), {"first": 0, "middle": size // 2, "last": size - 1}[where])
-      try:
-        params = trained.load(copy).params
-      except UserError as e:
-        assert re.match(r"the best checkpoint in .*best is damaged \(step 1: .*\); retrain it \(lm-jax-train "
-                        r"--overwrite.*\) or restore a copy of the workdir$", str(e)), str(e)
-        continue
-      assert not (where == "middle" and name == relative_largest), f"a flip in the middle of {name} went unnoticed"
-      assert all(np.array_equal(params[k], original[k]) for k in original), (name, where)
+      with pytest.raises(UserError) as error:
+        trained.load(copy)
+      assert re.match(r"the best checkpoint in .*best is damaged \(step 1: state/.* missing or changed since "
+                      r"written\); retrain it \(lm-jax-train --overwrite.*\) or restore a copy of the workdir$",
+                      str(error.value)), str(error.value)
+      shutil.rmtree(copy)
 
 
-# Known gap: the one line and exit 2 come, but orbax's asyncio callback left by the failed restore
-# prints a "Traceback" to stderr at interpreter exit.
-@pytest.mark.xfail(strict=True, reason="orbax prints an asyncio traceback at exit after a failed restore")
 @pytest.mark.parametrize("command, args", [("evaluate", []), ("generate", ["--words=5"])])
 def test_truncated_best_is_one_line_through_the_cli(run, tmp_path, command, args):
   copy = str(tmp_path / "run")
@@ -80,7 +71,6 @@ def test_truncated_best_is_one_line_through_the_cli(run, tmp_path, command, args
   assert {p: os.path.getmtime(p) for p in glob.glob(os.path.join(copy, "**"), recursive=True)} == before
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_flipped_byte_in_latest_falls_back_to_the_step_before(tmp_path, caplog):
   workdir = str(tmp_path)
   states = {step: {"params": {"w": np.full((64, 32), step, np.float32), "b": np.arange(32, dtype=np.float32) * step}}
@@ -98,17 +88,13 @@ def test_a_flipped_byte_in_latest_falls_back_to_the_step_before(tmp_path, caplog
 
 
 def test_a_checkpoint_without_checksums_still_loads(tmp_path, caplog):
-  """Written before checksums existed: restored unverified, with a warning."""
+  """Written before checksums existed (or killed between its commit and its checksums): restored
+  unverified, with a warning."""
   workdir = str(tmp_path)
   state = {"params": {"w": np.ones((4, 3), np.float32)}}
   checkpoints.save(workdir, checkpoints.LATEST, 1, state, {"step": 1})
-  meta_file = os.path.join(checkpoints.checkpoint_dir(workdir, checkpoints.LATEST), "1", "meta", "metadata")
-  with open(meta_file) as f:
-    text = f.read()
-  assert checkpoints.CHECKSUMS in text
-  with open(meta_file, "w") as f:
-    f.write(text.replace(checkpoints.CHECKSUMS, "_not_checksums"))  # the same JSON, without the key
+  os.remove(os.path.join(checkpoints.checkpoint_dir(workdir, checkpoints.LATEST), "1", checkpoints.CHECKSUMS_FILE))
   with caplog.at_level(logging.WARNING):
     restored, _ = checkpoints.restore(workdir, checkpoints.LATEST, state)
   np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
-  assert "predates array checksums" in caplog.text
+  assert "restoring it unverified" in caplog.text
