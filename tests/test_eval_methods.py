@@ -210,3 +210,28 @@ def test_cache_matches_the_torch_per_token_loop():
                                cache.lam)
   got = Evaluator(model, BPTT).token_nll(params, put_on_device(ids, 1, BPTT), cache=cache)[:, 0]
   np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_cli_table_and_bad_input_one_line_each_nothing_written(tmp_path):
+  from lm_jax.train import train_and_evaluate
+  from tests.conftest import tiny_config
+  from tests.test_cli import assert_one_line_error, lm_jax, snapshot
+
+  workdir = tmp_path / "run"
+  train_and_evaluate(tiny_config(epochs=1), str(workdir))
+  before = snapshot(workdir)
+  flag = f"--workdir={workdir}"
+  assert_one_line_error(lm_jax("evaluate", flag, "--cache_window=0"), r"--cache_window must be > 0 \(got 0\)")
+  assert_one_line_error(lm_jax("evaluate", flag, "--cache_window=50", "--cache_lambda=1.2"),
+                        r"--cache_lambda must be in \[0, 1\] \(got 1.2\); pass e.g. --cache_lambda=0.1")
+  assert_one_line_error(lm_jax("evaluate", flag, "--cache_preset=ptb", "--cache_theta=-1"),
+                        r"--cache_theta must be >= 0 \(got -1.0\)")
+  assert_one_line_error(lm_jax("evaluate", flag, "--cache_window=5000"),
+                        r"the valid split has [\d,]+ positions per column, not more than --cache_window=5000; pass a smaller")
+  assert_one_line_error(lm_jax("evaluate", flag, "--dynamic_eval", "--dynamic_lr=-1"), r"--dynamic_lr must be >= 0")
+  result = lm_jax("evaluate", flag, "--cache_window=50", "--cache_search", "--dynamic_eval", "--dynamic_stats_segments=30")
+  assert result.returncode == 0, result.stderr
+  assert "best: theta" in result.stdout
+  table = [line for line in result.stdout.splitlines() if line.startswith(("| plain", "| cache", "| dynamic"))]
+  assert [line.split(" (")[0].split(" |")[0] for line in table] == ["| plain", "| cache", "| dynamic", "| cache + dynamic"]
+  assert snapshot(workdir) == before

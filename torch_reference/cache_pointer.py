@@ -25,7 +25,7 @@ def pointer_token_nll(model: TorchRNNModel, data_Tx1: torch.Tensor, bptt: int, w
                       lam: float, max_tokens: int | None = None) -> list[float]:
   """-log p of each target in order, pointer.py's rule: the mixture at positions > window (counted from
   0 over the whole split, a choice that does not depend on `bptt`), over the previous `window` positions.
-  Stops after about `max_tokens` targets (for timing on a prefix)."""
+  Stops after `max_tokens` targets (for timing on a prefix)."""
   model.eval()
   vocab = model.decoder.out_features
   hidden = model.init_hidden(1)
@@ -48,9 +48,9 @@ def pointer_token_nll(model: TorchRNNModel, data_Tx1: torch.Tensor, bptt: int, w
         p_cache = (attention[:, None] * next_words[lo:lo + window]).sum(0)
         p = lam * p_cache + (1 - lam) * p
       nlls.append(-torch.log(p[targets[t, 0]]).item())
+      if max_tokens is not None and len(nlls) >= max_tokens:
+        return nlls
     seen += len(h_TxH)
     hidden = detach(hidden)
     next_words, keys = next_words[-window:], keys[-window:]
-    if max_tokens is not None and seen >= max_tokens:
-      break
   return nlls
