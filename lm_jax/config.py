@@ -34,27 +34,54 @@ def reference_config() -> ml_collections.ConfigDict:
       cell="lstm", emsize=200, nhid=200, nlayers=2, dropout=0.2, tied=False,
       init_range=0.1,  # embedding and decoder weights ~ U(-init_range, init_range)
       unroll=1,        # lax.scan unroll of the recurrence's forward (docs/performance.md: 1 is fastest here)
+      # AWD-LSTM (salesforce/awd-lstm-lm; configs/awd_*.py). With tied, the last layer has emsize units.
+      locked_dropout=False,  # True: one dropout mask per column per window, dropouti/dropouth/dropout as AWD's
+      dropouti=0.0,    # locked dropout on the embedding output
+      dropouth=0.0,    # locked dropout between layers
+      dropoute=0.0,    # embedding dropout: whole word types dropped for the window
+      wdrop=0.0,       # weight drop (DropConnect) on every hidden-to-hidden matrix, per window
   ))
   c.optim = ml_collections.ConfigDict(dict(
-      name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference) or 'adamw'
+      name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw'
       lr=20.0,
       clip=0.25,            # global gradient-norm clip, as torch's clip_grad_norm_
-      weight_decay=0.0,     # sgd: torch.optim.SGD's (wd * param added to the clipped gradient); adamw: decoupled
+      weight_decay=0.0,     # sgd, nt_asgd, adam: torch.optim's (wd * param added to the clipped gradient); adamw: decoupled
       schedule="plateau",   # lm_jax/optim.py SCHEDULES. 'plateau': lr /= lr_decay when validation does not improve;
       lr_decay=4.0,         # 'decay_after': lr = lr0 / lr_decay ** max(0, epoch - lr_decay_start)
       lr_decay_start=0,
+      when=(),              # 'when' (AWD-LSTM's): epochs after which lr /= 10
+      nonmono=5,            # nt_asgd: averaging starts once validation is worse than the best but the last nonmono
   ))
   # 'mean': the reference's loss, mean over every token of the window. 'sum_over_time': Zaremba et
   # al.'s, summed over time steps and averaged over the batch (T times larger, so are its lr and clip).
   c.loss_reduction = "mean"
+  c.ar_alpha = 0.0          # AWD-LSTM's AR: ar_alpha * mean(h^2) of the last layer's dropped output
+  c.tar_beta = 0.0          # AWD-LSTM's TAR: tar_beta * mean((h[t+1] - h[t])^2) of its raw output
   c.epochs = 40
   c.batch_size = 20
   c.eval_batch_size = 10
+  c.test_batch_size = 10    # the reference's word_language_model scores test at 10; AWD-LSTM at 1
   c.bptt = 35
+  c.variable_bptt = False   # AWD-LSTM's: bptt w.p. 0.95 else bptt/2, then N(., 5), lr scaled by length / bptt
+  c.finetune_from = ""      # a workdir: start from its best model, nt_asgd averaging from the first step
   c.seed = 1111
   c.log_interval = 200      # windows between log lines
   c.checkpoint_every = 500  # windows between `latest` checkpoints (to resume from); 0: only at epoch ends
   c.lock()
+  return c
+
+
+def awd_lstm_config(dropouth: float, dropouti: float, seed: int, batch_size: int,
+                    epochs: int) -> ml_collections.ConfigDict:
+  """salesforce/awd-lstm-lm main.py's defaults (3-layer LSTM 1150 units, the last 400 tied; locked, embedding
+  and weight dropout; AR 2, TAR 1; weight decay 1.2e-6; variable BPTT 70; NT-ASGD from lr 30; test at batch
+  1) with the README's per-corpus flags (configs/awd_ptb.py, configs/awd_wt2.py)."""
+  c = reference_config()
+  c.model.update(cell="lstm", emsize=400, nhid=1150, nlayers=3, tied=True, locked_dropout=True, dropout=0.4,
+                 dropouti=dropouti, dropouth=dropouth, dropoute=0.1, wdrop=0.5)
+  c.optim.update(name="nt_asgd", lr=30.0, clip=0.25, weight_decay=1.2e-6, schedule="when", nonmono=5)
+  c.update(ar_alpha=2.0, tar_beta=1.0, bptt=70, variable_bptt=True, batch_size=batch_size, eval_batch_size=10,
+           test_batch_size=1, epochs=epochs, seed=seed, checkpoint_every=200)
   return c
 
 
@@ -65,12 +92,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not ok:
       raise UserError(f"{problem}; {fix}")
 
-  for name in ("bptt", "batch_size", "eval_batch_size", "epochs", "log_interval"):
+  for name in ("bptt", "batch_size", "eval_batch_size", "test_batch_size", "epochs", "log_interval"):
     need(c[name] > 0, f"config.{name} must be > 0 (got {c[name]})", f"pass --config.{name}=N with N >= 1")
   need(c.checkpoint_every >= 0, f"config.checkpoint_every must be >= 0 (got {c.checkpoint_every})",
        "pass --config.checkpoint_every=N (0 checkpoints only at epoch ends)")
   need(c.loss_reduction in REDUCTIONS, f"unknown loss_reduction {c.loss_reduction!r}",
        f"use one of {', '.join(REDUCTIONS)}")
+  for name in ("ar_alpha", "tar_beta"):
+    need(c[name] >= 0, f"config.{name} must be >= 0 (got {c[name]})", f"pass e.g. --config.{name}=2")
+  late = [epoch for epoch in c.optim.when if isinstance(epoch, int) and epoch > c.epochs]
+  need(not late, f"config.optim.when lists epoch {late[0] if late else 0}, past the last epoch {c.epochs}",
+       "list epochs from 1 to config.epochs")
+  need(not c.finetune_from or c.optim.name == "nt_asgd",
+       f"fine-tuning (config.finetune_from) averages from the first step, so it needs optim.name 'nt_asgd' (got "
+       f"{c.optim.name!r})", "pass --config.optim.name=nt_asgd")
   need(c.data.source in DATA_SOURCES, f"unknown data source {c.data.source!r}",
        "use --config.data.source=dir, hub or synthetic")
   registry.validate(c.model)

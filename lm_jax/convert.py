@@ -1,6 +1,6 @@
-"""Conversion between PyTorch word_language_model checkpoints and lm_jax models, through the converter
-registry: one module per model family (CONVERTERS, by config.model.kind) that knows its reference
-class's state_dict. The conversion works on numpy arrays of any dtype and needs no torch; only
+"""Conversion between PyTorch checkpoints and lm_jax models, through the converter registry: one module per
+reference model (CONVERTERS: word_language_model's RNNModel, awd-lstm-lm's RNNModel) that knows its
+state_dict and the lm_jax family (KIND) it maps to. The conversion works on numpy arrays of any dtype and needs no torch; only
 `read_torch_checkpoint` and `to_torch` import it, lazily.
 """
 
@@ -14,13 +14,12 @@ import numpy as np
 from lm_jax import checkpoints, config as config_lib, torch_pickle, workdir as workdir_lib
 from lm_jax.data.sources import corpus_from_lines, read_directory
 from lm_jax.errors import UserError
-from lm_jax.models import rnn_convert
+from lm_jax.models import awd_convert, rnn_convert
 from lm_jax.models.interface import LanguageModel, Params
-from lm_jax.models.rnn_model import RNNModel
 
-# config.model.kind -> the module converting that family's reference state_dicts: REFERENCE_CLASS, missing,
-# import_state_dict, export_state_dict.
-CONVERTERS = {RNNModel.kind: rnn_convert}
+# reference -> the module converting its state_dicts: KIND, REFERENCE_CLASS, missing, import_state_dict,
+# export_state_dict. The first of a kind is what its models export to by default.
+CONVERTERS = {"word_language_model": rnn_convert, "awd-lstm-lm": awd_convert}
 
 
 def import_state_dict(state_dict: Mapping[str, np.ndarray],
@@ -30,15 +29,20 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray],
   for converter in CONVERTERS.values():
     if converter.missing(state_dict) is None:
       return converter.import_state_dict(state_dict, cell)
-  classes = " or ".join(c.REFERENCE_CLASS for c in CONVERTERS.values())
-  first = next(iter(CONVERTERS.values()))
-  raise UserError(f"the checkpoint is not a word_language_model {classes} (it has no {first.missing(state_dict)}); "
-                  f"import a {classes} saved by the reference's main.py")
+  reasons = "; ".join(f"{c.REFERENCE_CLASS}: it has no {c.missing(state_dict)}" for c in CONVERTERS.values())
+  raise UserError(f"the checkpoint is no model lm_jax imports ({reasons}); import a model saved by the "
+                  "reference's main.py")
 
 
-def export_state_dict(model: LanguageModel, params: Params) -> dict[str, np.ndarray]:
-  """lm_jax parameters of `model` -> the reference's state_dict, as C-ordered numpy arrays."""
-  return CONVERTERS[model.kind].export_state_dict(model, params)
+def export_state_dict(model: LanguageModel, params: Params, reference: str | None = None) -> dict[str, np.ndarray]:
+  """lm_jax parameters of `model` -> `reference`'s state_dict (default: the first for its family), as
+  C-ordered numpy arrays."""
+  if reference is None:
+    reference = next(name for name, converter in CONVERTERS.items() if converter.KIND == model.kind)
+  if reference not in CONVERTERS or CONVERTERS[reference].KIND != model.kind:
+    raise UserError(f"a {model.kind} model does not export to {reference!r}; use one of "
+                    f"{', '.join(n for n, c in CONVERTERS.items() if c.KIND == model.kind)}")
+  return CONVERTERS[reference].export_state_dict(model, params)
 
 
 def to_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:

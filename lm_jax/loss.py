@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from lm_jax.data.batching import Window
 from lm_jax.models.interface import Carry, LanguageModel, ModelOutput, Params
@@ -26,6 +27,40 @@ class LossAux(NamedTuple):
   tokens: jax.Array      # positions scored
   carry: Carry           # the state after the window
   output: ModelOutput    # features and activations, for evaluation-time methods and metrics
+
+
+def activation_regulariser(alpha: float) -> LossTerm:
+  """AWD-LSTM's AR: alpha * mean(h^2) over the last layer's dropped output (the decoder's input)."""
+
+  def term(output: ModelOutput, valid_T: jax.Array) -> jax.Array:
+    h_TxBxH = output.features_TxBxH
+    squares = jnp.sum(jnp.square(h_TxBxH) * valid_T[:, None, None])
+    return alpha * squares / (jnp.sum(valid_T) * h_TxBxH.shape[1] * h_TxBxH.shape[2])
+
+  return term
+
+
+def temporal_activation_regulariser(beta: float) -> LossTerm:
+  """AWD-LSTM's TAR: beta * mean((h[t+1] - h[t])^2) over the last layer's raw output (aux 'top_raw_TxBxH'),
+  over the window's valid pairs of steps (none in a one-step window: then 0, where torch's mean is NaN)."""
+
+  def term(output: ModelOutput, valid_T: jax.Array) -> jax.Array:
+    h_TxBxH = output.aux["top_raw_TxBxH"]
+    pairs_T = valid_T[1:]  # valid steps form a prefix: t and t+1 are both valid iff t+1 is
+    squares = jnp.sum(jnp.square(h_TxBxH[1:] - h_TxBxH[:-1]) * pairs_T[:, None, None])
+    return beta * squares / jnp.maximum(1, jnp.sum(pairs_T) * h_TxBxH.shape[1] * h_TxBxH.shape[2])
+
+  return term
+
+
+def regularisers(config: ml_collections.ConfigDict) -> tuple[LossTerm, ...]:
+  """The loss terms the config asks for (config.ar_alpha, config.tar_beta)."""
+  terms = []
+  if config.ar_alpha:
+    terms.append(activation_regulariser(config.ar_alpha))
+  if config.tar_beta:
+    terms.append(temporal_activation_regulariser(config.tar_beta))
+  return tuple(terms)
 
 
 def window_loss(model: LanguageModel, params: Params, carry: Carry, window: Window, *, train: bool,

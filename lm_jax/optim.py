@@ -3,13 +3,18 @@
 An optimiser is one entry of OPTIMIZERS (name -> builder of the update that follows the clip), a
 schedule one entry of SCHEDULES (name -> the lr of the next epoch). Every optimiser runs as
 clip_by_global_norm(clip), then its update, with the lr injected into the optimiser state so that the
-host can change it between epochs without recompiling.
+host can change it between epochs, and the train step scale it per window, without recompiling.
+
+`nt_asgd` is AWD-LSTM's non-monotonically triggered averaged SGD: SGD until validation stops
+improving (`should_start_averaging`), then torch.optim.ASGD(t0=0, lambd=0), i.e. the same SGD step
+plus a running average of the iterates, which validation, the best checkpoint and the test use
+(`evaluation_params`). The switch is a flag in the optimiser state that the host sets between epochs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +39,46 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _sgd(c: ml_collections.ConfigDict, lr: float) -> optax.GradientTransformation:
-  # torch.optim.SGD's weight decay: wd * param added to the (already clipped) gradient, then scaled by lr.
-  return optax.chain(optax.add_decayed_weights(c.weight_decay), optax.sgd(lr)) if c.weight_decay else optax.sgd(lr)
+def _with_l2(c: ml_collections.ConfigDict, update: optax.GradientTransformation) -> optax.GradientTransformation:
+  # torch.optim's weight_decay (SGD, Adam, ASGD): wd * param added to the (already clipped) gradient.
+  return optax.chain(optax.add_decayed_weights(c.weight_decay), update) if c.weight_decay else update
 
 
-def _adamw(c: ml_collections.ConfigDict, lr: float) -> optax.GradientTransformation:
-  return optax.adamw(lr, weight_decay=c.weight_decay)
+class AveragedSGDState(NamedTuple):
+  averaging: jax.Array   # bool: averaging the iterates (set by the host: start_averaging)
+  asgd_steps: jax.Array  # steps taken while averaging
+  eta: jax.Array         # the lr torch's ASGD steps with next: the lr of the step before
+  ax: optax.Params       # the running average of the iterates
+
+
+def averaged_sgd(learning_rate: float) -> optax.GradientTransformation:
+  """SGD, and once `averaging` is set, torch.optim.ASGD(t0=0, lambd=0)'s step and average, exactly: its
+  step k uses the lr given at step k - 1 (its state keeps the lr for the next step; the first step uses
+  its own), and ax = p after steps 1 and 2, then ax += (p - ax) / (k - 1)."""
+
+  def init(params: optax.Params) -> AveragedSGDState:
+    return AveragedSGDState(jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32),
+                            jax.tree.map(jnp.zeros_like, params))
+
+  def update(grads, state: AveragedSGDState, params=None):
+    lr = jnp.asarray(learning_rate, jnp.float32)
+    eta = jnp.where(state.averaging & (state.asgd_steps > 0), state.eta, lr)
+    updates = jax.tree.map(lambda g: -eta * g, grads)
+    new_params = optax.apply_updates(params, updates)  # as the step's caller will: the iterate itself
+    mu = 1.0 / jnp.maximum(1, state.asgd_steps).astype(jnp.float32)
+    average = lambda ax, p: jnp.where(state.asgd_steps <= 1, p, ax + (p - ax) * mu)
+    ax = jax.tree.map(lambda ax, p: jnp.where(state.averaging, average(ax, p), ax), state.ax, new_params)
+    steps = state.asgd_steps + state.averaging.astype(jnp.int32)
+    return updates, AveragedSGDState(state.averaging, steps, jnp.where(state.averaging, lr, state.eta), ax)
+
+  return optax.GradientTransformation(init, update)
 
 
 OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, float], optax.GradientTransformation]] = {
-    "sgd": _sgd,
-    "adamw": _adamw,
+    "sgd": lambda c, lr: _with_l2(c, optax.sgd(lr)),
+    "nt_asgd": lambda c, lr: _with_l2(c, averaged_sgd(lr)),
+    "adam": lambda c, lr: _with_l2(c, optax.adam(lr)),  # torch.optim.Adam's, as AWD-LSTM offers it
+    "adamw": lambda c, lr: optax.adamw(lr, weight_decay=c.weight_decay),
 }
 
 
@@ -59,10 +92,16 @@ def _decay_after(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: 
   return c.lr / c.lr_decay ** max(0, epoch + 1 - c.lr_decay_start)
 
 
+def _when(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
+  """AWD-LSTM's: divide by 10 after each epoch listed in `when`."""
+  return lr / 10.0 if epoch in c.when else lr
+
+
 # name -> (optim config, lr of the epoch that ended, its 1-based number, whether validation improved) -> next lr
 SCHEDULES: dict[str, Callable[[ml_collections.ConfigDict, float, int, bool], float]] = {
     "plateau": _plateau,
     "decay_after": _decay_after,
+    "when": _when,
 }
 
 
@@ -80,6 +119,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"config.optim.weight_decay must be >= 0 (got {c.weight_decay}); pass e.g. 1.2e-6")
   if c.lr_decay < 1.0:
     raise UserError(f"config.optim.lr_decay must be >= 1 (got {c.lr_decay}); it divides the lr, e.g. 4")
+  if c.nonmono < 1:
+    raise UserError(f"config.optim.nonmono must be >= 1 (got {c.nonmono}); pass e.g. --config.optim.nonmono=5")
+  if any(not isinstance(e, int) or e < 1 for e in c.when):
+    raise UserError(f"config.optim.when must list epochs >= 1 (got {list(c.when)}); pass e.g. "
+                    "--config.optim.when='(300, 400)'")
+  if c.when and c.schedule != "when":
+    raise UserError(f"config.optim.when is read by the 'when' schedule, not {c.schedule!r}; pass "
+                    "--config.optim.schedule=when")
 
 
 def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -95,6 +142,29 @@ def with_learning_rate(opt_state: optax.InjectHyperparamsState, lr: float) -> op
   """The same optimiser state with a new learning rate (the hyperparameter lives in the state)."""
   hyperparams = dict(opt_state.hyperparams, learning_rate=lr)
   return opt_state._replace(hyperparams=hyperparams)
+
+
+def is_averaging(opt_state: optax.OptState) -> bool:
+  """Whether an nt_asgd state has switched to averaging (False for every other optimiser)."""
+  flags = optax.tree_utils.tree_get_all_with_path(opt_state, "averaging")
+  return any(bool(jax.device_get(flag)) for _, flag in flags)
+
+
+def start_averaging(opt_state: optax.OptState) -> optax.OptState:
+  """The nt_asgd state switched to averaging from its next step on."""
+  flag = optax.tree_utils.tree_get(opt_state, "averaging")
+  return optax.tree_utils.tree_set(opt_state, averaging=jnp.ones_like(flag))
+
+
+def evaluation_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+  """What validation, the best checkpoint and the test use: the averaged iterates once nt_asgd averages."""
+  return optax.tree_utils.tree_get(opt_state, "ax") if is_averaging(opt_state) else params
+
+
+def should_start_averaging(c: ml_collections.ConfigDict, val_history: list[float], val_loss: float) -> bool:
+  """AWD-LSTM's non-monotone trigger: more than `nonmono` validations so far, and this one worse than the
+  best of all but the last `nonmono` of them."""
+  return len(val_history) > c.nonmono and val_loss > min(val_history[:-c.nonmono])
 
 
 def next_learning_rate(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:

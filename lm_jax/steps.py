@@ -44,8 +44,9 @@ class TrainState(NamedTuple):
 
 
 class WindowAt(NamedTuple):
-  start: Any    # first row of the window in the batchified split
-  length: Any   # its valid steps, <= the static max_len
+  start: Any            # first row of the window in the batchified split
+  length: Any           # its valid steps, <= the static max_len
+  lr_scale: Any = 1.0   # the lr is scaled by this for this step only (variable BPTT: drawn length / bptt)
 
 
 STATE_SPECS = TrainState(params=REPLICATED, opt_state=REPLICATED, carry=CARRY, rng=REPLICATED, step=REPLICATED)
@@ -71,7 +72,11 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     # whole batch: after pmean every device holds the global gradient, and the clip sees its norm.
     # One device: no pmean, which XLA:CPU still runs as a copy of every gradient (~8 ms/step at WikiText-2 size).
     grads = jax.lax.pmean(grads, DATA) if mesh.shape[DATA] > 1 else grads
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    # As AWD-LSTM sets its param group's lr around optimizer.step(): the scaled lr for this update only.
+    lr = state.opt_state.hyperparams["learning_rate"]
+    opt_state = optim.with_learning_rate(state.opt_state, lr * window_at.lr_scale)
+    updates, opt_state = optimizer.update(grads, opt_state, state.params)
+    opt_state = optim.with_learning_rate(opt_state, lr)
     state = TrainState(optax.apply_updates(state.params, updates), opt_state, aux.carry, state.rng, state.step + 1)
     return state, {"loss": jax.lax.pmean(aux.nll_sum / aux.tokens, DATA), "grad_norm": optim.global_norm(grads)}
 
@@ -88,4 +93,5 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
       state = parallel.put_tree(state, mesh, STATE_SPECS)
     return compiled_step(state, window_at, data_TxB)
 
+  train_step_on_mesh.compiled = compiled_step  # for counting its compilations (tests, benchmarks)
   return train_step_on_mesh

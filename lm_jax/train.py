@@ -25,8 +25,8 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from lm_jax import checkpoints, config as config_lib, optim, parallel, workdir as workdir_lib
-from lm_jax.data.batching import put_on_device, window_bounds
+from lm_jax import checkpoints, config as config_lib, loss, optim, parallel, trained, workdir as workdir_lib
+from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, put_on_device, variable_windows, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator
@@ -52,6 +52,9 @@ class Progress:
   window: int = 0                   # windows done of the epoch under way
   step: int = 0                     # train steps taken in all
   best_val_loss: float = math.inf
+  # nt_asgd: validation losses before averaging started (after, when fine-tuning), for the nonmono trigger.
+  val_history: list[float] = dataclasses.field(default_factory=list)
+  converged: bool = False           # fine-tuning stopped by the trigger, as the reference's finetune.py
 
   def as_meta(self) -> dict:
     return dataclasses.asdict(self)
@@ -94,10 +97,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   try:
     state, progress = loop.start(resuming)
     with parallel.StopSignal() as stop:
-      while progress.epochs_done < config.epochs:
+      while progress.epochs_done < config.epochs and not progress.converged:
         epoch_start = time.time()
         state = loop.train_epoch(state, progress, stop)
-        loop.end_epoch(state, progress, stop, time.time() - epoch_start)
+        state = loop.end_epoch(state, progress, stop, time.time() - epoch_start)
     return loop.finish(state, progress)
   finally:
     loop.report.close()  # metrics written so far reach the disk, however the run ends
@@ -112,20 +115,23 @@ class _Loop:
     self.model = model_from_config(config.model, len(corpus.vocab))
     self.optimizer = optim.make_optimizer(config.optim)
     self.report = _Report(workdir)
-    self.train = put_on_device(corpus.ids["train"], config.batch_size, config.bptt, "train", mesh)
+    # Variable BPTT's windows are cut at a static length beyond bptt: one compiled program for all.
+    max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
+    self.train = put_on_device(corpus.ids["train"], config.batch_size, max_len, "train", mesh)
     self.valid = put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh)
-    self.test = put_on_device(corpus.ids["test"], config.eval_batch_size, config.bptt, "test", mesh)
-    self.windows = window_bounds(self.train.rows, config.bptt)
+    self.test = put_on_device(corpus.ids["test"], config.test_batch_size, config.bptt, "test", mesh)
     # Saved with every checkpoint: a checkpoint is self-contained, and a resume checks it fits this data.
-    self.meta = {"vocab": list(corpus.vocab.words), "config": config.to_dict(), "windows": len(self.windows)}
-    self.train_step = make_train_step(self.model, self.optimizer, config.bptt, reduction=config.loss_reduction,
-                                      mesh=mesh)
+    self.meta = {"vocab": list(corpus.vocab.words), "config": config.to_dict(), "train_rows": self.train.rows}
+    self.train_step = make_train_step(self.model, self.optimizer, max_len, reduction=config.loss_reduction,
+                                      terms=loss.regularisers(config), mesh=mesh)
     self.evaluator = Evaluator(self.model, config.bptt, mesh)
 
   def start(self, resuming: bool) -> tuple[TrainState, Progress]:
     """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one."""
     fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
     state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=self.config.optim.lr)
+    if self.config.finetune_from:
+      state, progress = self._finetune_start(state, progress)
     self.report.line(
         f"| corpus: {len(self.corpus.vocab):,} words; tokens " +
         ", ".join(f"{s} {len(ids):,}" for s, ids in self.corpus.ids.items()) +
@@ -136,17 +142,41 @@ class _Loop:
       self._require_same_data(saved)
       state, progress = TrainState(**restored), Progress.from_meta(saved)
       self.report.line(f"| resuming after epoch {progress.epochs_done}" +
-                       (f", window {progress.window}/{len(self.windows)}" if progress.window else "") +
+                       (f", window {progress.window}/{len(self.epoch_windows(progress.epochs_done + 1))}"
+                        if progress.window else "") +
                        f" (step {progress.step}, lr {progress.lr:g}, best valid loss {progress.best_val_loss:.3f})")
     if resuming and self.report.enabled:
       workdir_lib.drop_metrics_after(self.workdir, progress.step)
     return state, progress
+
+  def _finetune_start(self, state: TrainState, progress: Progress) -> tuple[TrainState, Progress]:
+    """The reference's finetune.py: the best parameters of another run, averaging from the first step, and
+    that model's validation loss as the best so far."""
+    source = trained.load(self.config.finetune_from)
+    if source.model != self.model:
+      raise UserError(f"--config.finetune_from={self.config.finetune_from} holds a {source.model.describe()}, this "
+                      f"config a {self.model.describe()}; fine-tune with the config that run was trained with")
+    params = parallel.put_tree(source.params, self.mesh, parallel.REPLICATED)
+    state = state._replace(params=params, opt_state=optim.start_averaging(state.opt_state))
+    progress.best_val_loss = self.evaluator.mean_nll(params, self.valid)
+    self.report.line(f"| fine-tuning {self.config.finetune_from}'s best model (valid ppl "
+                     f"{optim.perplexity(progress.best_val_loss):.2f}) with averaged SGD from the first step")
+    return state, progress
+
+  def epoch_windows(self, epoch: int) -> list[WindowAt]:
+    """The epoch's windows: fixed bptt, or drawn (variable BPTT) from the seed and the epoch number, so
+    that a resumed run draws the same ones."""
+    if self.config.variable_bptt:
+      rng = np.random.default_rng([self.config.seed, epoch])
+      return [WindowAt(*w) for w in variable_windows(self.train.rows, self.config.bptt, rng)]
+    return [WindowAt(*w) for w in window_bounds(self.train.rows, self.config.bptt)]
 
   def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal) -> TrainState:
     """The epoch's windows from `progress.window` on. Logs interval means every `log_interval` windows like
     the reference, checkpoints every `checkpoint_every` steps, and on SIGTERM checkpoints and stops (the
     last window excepted: the epoch end, which follows at once, checkpoints then)."""
     epoch, first_window = progress.epochs_done + 1, progress.window
+    windows = self.epoch_windows(epoch)
     if first_window == 0:
       state = state._replace(carry=parallel.put_tree(self.model.init_carry(self.config.batch_size), self.mesh,
                                                      parallel.CARRY))
@@ -154,49 +184,53 @@ class _Loop:
     lr_on_mesh = parallel.put(np.float32(progress.lr), self.mesh, parallel.REPLICATED)
     state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, lr_on_mesh))
     interval, interval_start = [], time.time()
-    bar = tqdm(total=len(self.windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
+    bar = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
                disable=not (self.report.enabled and sys.stderr.isatty()))
-    for window in range(first_window, len(self.windows)):
-      state, step_metrics = self.train_step(state, WindowAt(*self.windows[window]), self.train.padded_TxB)
+    for window in range(first_window, len(windows)):
+      state, step_metrics = self.train_step(state, windows[window], self.train.padded_TxB)
       if window == first_window:
         jax.block_until_ready(step_metrics)
         self.report.line(f"| first train step of the epoch, compilation included: {time.time() - interval_start:.1f}s")
       progress.step, progress.window = progress.step + 1, window + 1
       interval.append(step_metrics)
       bar.update()
-      if progress.window % self.config.log_interval == 0 or progress.window == len(self.windows):
-        self._log_interval(jax.device_get(interval), time.time() - interval_start, progress, epoch)
+      if progress.window % self.config.log_interval == 0 or progress.window == len(windows):
+        self._log_interval(jax.device_get(interval), time.time() - interval_start, progress, epoch, len(windows))
         interval, interval_start = [], time.time()
       stopping = stop.reached(progress.step)
       every = self.config.checkpoint_every
-      if progress.window < len(self.windows) and (stopping or (every and progress.step % every == 0)):
+      if progress.window < len(windows) and (stopping or (every and progress.step % every == 0)):
         # A diverged state is never checkpointed.
         self._stop_if_diverged(float(step_metrics["loss"]), f"training loss at epoch {epoch}, batch {progress.window}")
         self._save_latest(state, progress)
         if stopping:
-          raise Preempted(self._preempted_message(f"epoch {epoch}, batch {progress.window}/{len(self.windows)}",
+          raise Preempted(self._preempted_message(f"epoch {epoch}, batch {progress.window}/{len(windows)}",
                                                   progress.step))
     bar.close()
     return state
 
   def _log_interval(self, interval: list[dict[str, np.ndarray]], seconds: float, progress: Progress,
-                    epoch: int) -> None:
+                    epoch: int, windows: int) -> None:
     """One reference-style line and one metrics record; every value is a mean over the interval's windows:
     train_loss of their mean token NLL, grad_norm of their global gradient norm before the clip."""
     loss = float(np.mean([m["loss"] for m in interval]))
     self._stop_if_diverged(loss, f"training loss at epoch {epoch}, batch {progress.window}")
     ms_per_batch = seconds * 1000 / len(interval)
-    self.report.line(f"| epoch {epoch:3d} | {progress.window:5d}/{len(self.windows):5d} batches | "
+    self.report.line(f"| epoch {epoch:3d} | {progress.window:5d}/{windows:5d} batches | "
                      f"lr {progress.lr:.4g} | ms/batch {ms_per_batch:5.2f} | loss {loss:5.2f} | "
                      f"ppl {optim.perplexity(loss):8.2f}")
     self.report.scalars(progress.step, {"train_loss": loss, "train_ppl": optim.perplexity(loss),
                                         "ms_per_batch": ms_per_batch, "lr": progress.lr,
                                         "grad_norm": float(np.mean([m["grad_norm"] for m in interval]))})
 
-  def end_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal, seconds: float) -> None:
-    """Validation, the best checkpoint, the next lr, and the epoch's `latest` checkpoint."""
+  def end_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal,
+                seconds: float) -> TrainState:
+    """Validation (of the averaged iterates once nt_asgd averages), the best checkpoint, the nt_asgd switch,
+    the next lr, and the epoch's `latest` checkpoint."""
     epoch = progress.epochs_done + 1
-    val_loss = self.evaluator.mean_nll(state.params, self.valid)
+    averaging = optim.is_averaging(state.opt_state)
+    params = optim.evaluation_params(state.opt_state, state.params)
+    val_loss = self.evaluator.mean_nll(params, self.valid)
     self._stop_if_diverged(val_loss, f"validation loss after epoch {epoch}")
     improved = val_loss < progress.best_val_loss
     self.report.line("-" * 89)
@@ -207,13 +241,32 @@ class _Loop:
                                         "epoch": epoch, "lr": progress.lr})
     if improved:
       progress.best_val_loss = val_loss
-      checkpoints.save(self.workdir, checkpoints.BEST, epoch, {"params": state.params},
+      checkpoints.save(self.workdir, checkpoints.BEST, epoch, {"params": params},
                        {**self.meta, "epoch": epoch, "val_loss": val_loss})
-    progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
+    state = self._nt_asgd(state, progress, val_loss, averaging)
+    if not averaging:  # as the reference: once averaging, the lr stays
+      progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
     progress.epochs_done, progress.window = epoch, 0
     self._save_latest(state, progress)
     if stop.requested:
       raise Preempted(self._preempted_message(f"the end of epoch {epoch}", progress.step))
+    return state
+
+  def _nt_asgd(self, state: TrainState, progress: Progress, val_loss: float, averaging: bool) -> TrainState:
+    """AWD-LSTM's trigger: start averaging (at the initial lr, as the reference's new ASGD optimiser) when
+    validation is worse than the best of all but the last `nonmono`; when fine-tuning, stop then."""
+    if self.config.optim.name != "nt_asgd" or (averaging and not self.config.finetune_from):
+      return state
+    if optim.should_start_averaging(self.config.optim, progress.val_history, val_loss):
+      if averaging:
+        progress.converged = True
+        self.report.line("| fine-tuning done: validation stopped improving")
+      else:
+        state = state._replace(opt_state=optim.start_averaging(state.opt_state))
+        progress.lr = self.config.optim.lr
+        self.report.line(f"| switching to averaged SGD (lr {progress.lr:g})")
+    progress.val_history.append(val_loss)
+    return state
 
   def finish(self, state: TrainState, progress: Progress) -> dict[str, float]:
     """Valid and test scores of the best model, reported and returned."""
@@ -259,6 +312,6 @@ class _Loop:
       raise UserError(f"the checkpoint in {self.workdir} was trained with a different vocabulary "
                       f"({len(saved['vocab']):,} words, this data has {len(self.meta['vocab']):,}); use the data it "
                       "was trained on")
-    if saved["windows"] != self.meta["windows"]:
-      raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['windows']:,} windows an epoch, this "
-                      f"data makes {self.meta['windows']:,}; use the data it was trained on")
+    if saved["train_rows"] != self.meta["train_rows"]:
+      raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['train_rows']:,} rows of training "
+                      f"data, this data makes {self.meta['train_rows']:,}; use the data it was trained on")

@@ -93,7 +93,9 @@ def window_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torc
       expected_TxBxV, hidden = reference(torch.from_numpy(tokens_TxB), hidden)
       logits_TxBxV, carry = apply(params, jnp.asarray(tokens_TxB), carry)
       errors.append(rel_err(logits_TxBxV, expected_TxBxV))
-      errors.extend(rel_err(state, expected) for state, expected in zip(carry, as_tuple(hidden)))
+      # lm_jax carries each layer's (h, c); PyTorch stacks the layers: [nlayers, B, H] per state.
+      stacked = tuple(np.stack(per_layer) for per_layer in zip(*carry))
+      errors.extend(rel_err(state, expected) for state, expected in zip(stacked, as_tuple(hidden)))
   return errors
 
 
@@ -400,7 +402,8 @@ def test_import_errors_on_a_state_dict_of_another_model():
       "the checkpoint has no decoder.bias; import a whole RNNModel state_dict")
   transformer_like = {"input_emb.weight": np.zeros((5, 4), np.float32)}
   assert user_error(convert.import_state_dict, transformer_like).startswith(
-      "the checkpoint is not a word_language_model RNNModel (it has no encoder.weight)")
+      "the checkpoint is no model lm_jax imports (word_language_model RNNModel: it has no encoder.weight; "
+      "awd-lstm-lm RNNModel: it has no encoder.weight)")
 
 
 def test_lm_jax_imports_without_torch():

@@ -37,6 +37,30 @@ def window_bounds(rows: int, bptt: int) -> list[tuple[int, int]]:
   return [(start, min(bptt, rows - 1 - start)) for start in range(0, rows - 1, bptt)]
 
 
+# Variable BPTT draws lengths around bptt (sd 5); windows are cut at this many steps more, so one static
+# shape serves them all (a draw past it has probability ~3e-5 at bptt 70: it is cut, see below).
+VARIABLE_BPTT_MARGIN = 20
+
+
+def variable_windows(rows: int, bptt: int, rng: np.random.Generator) -> list[tuple[int, int, float]]:
+  """AWD-LSTM's variable-length BPTT over `rows` batchified rows: (start, length, lr scale) per window.
+
+  Each window draws bptt with probability 0.95, else bptt / 2, then seq_len = max(5, int(N(that, 5))); its
+  lr is scaled by seq_len / bptt and the next window starts seq_len rows on. Two differences from the
+  reference, both so that every token is trained on exactly once per epoch and one compiled program
+  serves every window: a window is cut at bptt + VARIABLE_BPTT_MARGIN steps (and the next one starts
+  there), and the epoch runs to the last row (the reference's loop stops when two rows remain).
+  """
+  windows, start, max_len = [], 0, bptt + VARIABLE_BPTT_MARGIN
+  while start < rows - 1:
+    mean = bptt if rng.random() < 0.95 else bptt / 2.0
+    seq_len = max(5, int(rng.normal(mean, 5)))
+    length = min(seq_len, max_len, rows - 1 - start)
+    windows.append((start, length, seq_len / bptt))
+    start += min(seq_len, max_len)
+  return windows
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceSplit:
   """A batchified split placed on the device mesh once, padded for fixed-length slicing."""

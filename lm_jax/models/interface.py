@@ -11,7 +11,7 @@ logits and its NLL:
   logits  = model.logits(params, out.features_TxBxH)
   nll_TxB = model.nll(params, out.features_TxBxH, targets_TxB)
 
-Every leaf of the carry holds the batch on axis 1 (parallel.CARRY splits it over the devices) and has
+Every leaf of the carry holds the batch on axis 0 (parallel.CARRY splits it over the devices) and has
 no gradient path into earlier windows (the train step stops it). `out.aux` holds the activations
 regularisers read (lm_jax/loss.py), by name.
 """
@@ -26,7 +26,7 @@ import jax
 import ml_collections
 
 Params = Any   # a pytree of arrays
-Carry = Any    # a pytree of [*, B, ...] arrays; () for a family that carries nothing
+Carry = Any    # a pytree of [B, ...] arrays; () for a family that carries nothing
 
 
 class ModelOutput(NamedTuple):

@@ -16,7 +16,8 @@ from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 from lm_jax.models.rnn_model import RNNModel
 
-REFERENCE_CLASS = "RNNModel"
+KIND = RNNModel.kind
+REFERENCE_CLASS = "word_language_model RNNModel"
 REFERENCE_MODELS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")  # the reference's --model names
 CELL_BY_GATES = {4: "lstm", 3: "gru"}  # one gate per unit: rnn_tanh or rnn_relu, which no tensor tells apart
 

@@ -1,13 +1,24 @@
 """The RNN family (config.model.kind = "rnn"): embedding -> dropout -> stacked LSTM/GRU/RNN (dropout
-between layers) -> dropout -> decoder, the reference's RNNModel.
+between layers) -> dropout -> decoder: the reference's RNNModel, and with the AWD-LSTM regularisers
+(salesforce/awd-lstm-lm) as named options.
 
 Parameters mirror the reference's state_dict one to one (transposed to x @ W layout):
-  embedding [V, E]                                encoder.weight
-  layer_k_w_ih [I, G*H], layer_k_w_hh [H, G*H]    rnn.weight_ih_lk.T, rnn.weight_hh_lk.T
-  layer_k_b_ih [G*H], layer_k_b_hh [G*H]          rnn.bias_ih_lk, rnn.bias_hh_lk
-  decoder_weight [V, H] (untied only)             decoder.weight
-  decoder_bias [V]                                decoder.bias
-The carried state is a tuple of [nlayers, B, H] arrays, like PyTorch's hidden (h, c).
+  embedding [V, E]                                    encoder.weight
+  layer_k_w_ih [I_k, G*H_k], layer_k_w_hh [H_k, G*H_k]  rnn.weight_ih_lk.T, rnn.weight_hh_lk.T
+  layer_k_b_ih [G*H_k], layer_k_b_hh [G*H_k]          rnn.bias_ih_lk, rnn.bias_hh_lk
+  decoder_weight [V, H] (untied only)                 decoder.weight
+  decoder_bias [V]                                    decoder.bias
+Layer sizes are AWD-LSTM's: every layer has `nhid` units but the last has `emsize` when tied, so tying
+works with nhid != emsize (with nhid == emsize, the word_language_model's equal layers). The carried
+state is a tuple over layers of each layer's state tuple ([B, H_k] arrays: h, and c for the LSTM).
+
+Dropout. `locked_dropout` False (the word_language_model): `dropout` on the embedding output, between
+layers and on the output, a fresh mask per position. True (AWD-LSTM): `dropouti` on the embedding
+output, `dropouth` between layers and `dropout` on the output, each one mask per column for the whole
+window. `dropoute` drops whole rows of the embedding matrix for the window and `wdrop` drops entries of
+every layer's hidden-to-hidden matrix for the window (DropConnect), in either mode. Kept values are
+scaled by 1/(1-p); evaluation uses no dropout. The window's AWD masks come from `dropout_masks`, so that
+a test can hand the same masks to a PyTorch reference.
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ from lm_jax.models.interface import LanguageModel, ModelOutput, Params
 from lm_jax.models.recurrence import run_layer
 from lm_jax.models.softmax_nll import decoder_nll
 
+Carry = tuple[State, ...]  # one state tuple per layer
+Masks = dict[str, jax.Array]
+
 
 def uniform(scale: float) -> nn.initializers.Initializer:
   """U(-scale, scale), the reference's init."""
@@ -35,47 +49,72 @@ def uniform(scale: float) -> nn.initializers.Initializer:
   return init
 
 
+def layer_sizes(nlayers: int, nhid: int, emsize: int, tied: bool) -> tuple[int, ...]:
+  """Units per layer: `nhid`, the last `emsize` when tied (it feeds the tied decoder)."""
+  return tuple(emsize if tied and k == nlayers - 1 else nhid for k in range(nlayers))
+
+
+def _keep_mask(key: jax.Array, p: float, shape: tuple[int, ...]) -> jax.Array:
+  """Bernoulli(1 - p) / (1 - p): a dropout mask with its scaling."""
+  return jax.random.bernoulli(key, 1.0 - p, shape).astype(jnp.float32) / (1.0 - p)
+
+
 class _Network(nn.Module):
   """The parameters and the forward pass; RNNModel below is what the rest of lm_jax calls."""
 
   vocab_size: int
   cell: str
   emsize: int
-  nhid: int
-  nlayers: int
+  sizes: tuple[int, ...]
   dropout: float
+  locked_dropout: bool
   tied: bool
   init_range: float
   unroll: int
 
   def setup(self):
-    gates = CELLS[self.cell].num_gates * self.nhid
-    recurrent_init = uniform(1.0 / self.nhid ** 0.5)
+    gates = CELLS[self.cell].num_gates
+    inputs = (self.emsize,) + self.sizes[:-1]
     self.embedding_VxE = self.param("embedding", uniform(self.init_range), (self.vocab_size, self.emsize))
-    self.layers = [
-        {"w_ih": self.param(f"layer_{k}_w_ih", recurrent_init, (self.emsize if k == 0 else self.nhid, gates)),
-         "w_hh": self.param(f"layer_{k}_w_hh", recurrent_init, (self.nhid, gates)),
-         "b_ih": self.param(f"layer_{k}_b_ih", recurrent_init, (gates,)),
-         "b_hh": self.param(f"layer_{k}_b_hh", recurrent_init, (gates,))}
-        for k in range(self.nlayers)]
-    self.decoder_weight_VxH = (self.embedding_VxE if self.tied else
-                               self.param("decoder_weight", uniform(self.init_range), (self.vocab_size, self.nhid)))
+    layers = []
+    for k, (size_in, size) in enumerate(zip(inputs, self.sizes)):
+      recurrent_init = uniform(1.0 / size ** 0.5)  # torch.nn.LSTM/GRU/RNN's, per layer
+      layers.append({"w_ih": self.param(f"layer_{k}_w_ih", recurrent_init, (size_in, gates * size)),
+                     "w_hh": self.param(f"layer_{k}_w_hh", recurrent_init, (size, gates * size)),
+                     "b_ih": self.param(f"layer_{k}_b_ih", recurrent_init, (gates * size,)),
+                     "b_hh": self.param(f"layer_{k}_b_hh", recurrent_init, (gates * size,))})
+    self.layers = layers
+    self.decoder_weight_VxH = (self.embedding_VxE if self.tied else self.param(
+        "decoder_weight", uniform(self.init_range), (self.vocab_size, self.sizes[-1])))
     self.decoder_bias_V = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
-    self.drop = nn.Dropout(self.dropout)
+    # The word_language_model's dropout (a fresh mask per position); AWD's locked masks come in `masks`.
+    self.drop = nn.Dropout(0.0 if self.locked_dropout else self.dropout)
 
-  def __call__(self, tokens_TxB: jax.Array, carry: State) -> jax.Array:
+  def __call__(self, tokens_TxB: jax.Array, carry: Carry) -> jax.Array:
     """Logits, so that `init` creates every parameter."""
-    return self.decode(self.features(tokens_TxB, carry, jnp.ones(tokens_TxB.shape[0], bool), train=False)[0])
+    h_TxBxH, _, _ = self.features(tokens_TxB, carry, jnp.ones(tokens_TxB.shape[0], bool), False, {})
+    return self.decode(h_TxBxH)
 
-  def features(self, tokens_TxB: jax.Array, carry: State, valid_T: jax.Array, train: bool) -> tuple[jax.Array, State]:
-    x = self.drop(self.embedding_VxE[tokens_TxB], deterministic=not train)
+  def features(self, tokens_TxB: jax.Array, carry: Carry, valid_T: jax.Array, train: bool,
+               masks: Masks) -> tuple[jax.Array, Carry, jax.Array]:
+    """The dropped top-layer output, the new carry, and the top layer's raw output."""
+
+    def drop(x_TxBxH: jax.Array, locked_mask: str) -> jax.Array:
+      x_TxBxH = self.drop(x_TxBxH, deterministic=not train)
+      return x_TxBxH * masks[locked_mask] if locked_mask in masks else x_TxBxH
+
+    x = self.embedding_VxE[tokens_TxB]
+    if "embedding_V" in masks:  # the rows of the words it drops, as AWD-LSTM's embedded_dropout
+      x = x * masks["embedding_V"][tokens_TxB][..., None]
+    x = drop(x, "input_BxE")
     new_carry = []
     for k, weights in enumerate(self.layers):
-      layer_state = tuple(s[k] for s in carry)
-      x, layer_state = run_layer(CELLS[self.cell], weights, x, layer_state, valid_T, self.unroll)
-      x = self.drop(x, deterministic=not train)  # between layers, and after the last one
+      if f"w_hh_{k}" in masks:  # outside the layer's custom VJP: the mask's chain rule is plain autodiff
+        weights = {**weights, "w_hh": weights["w_hh"] * masks[f"w_hh_{k}"]}
+      raw, layer_state = run_layer(CELLS[self.cell], weights, x, carry[k], valid_T, self.unroll)
+      x = drop(raw, f"hidden_{k}_BxH" if k < len(self.layers) - 1 else "output_BxH")
       new_carry.append(layer_state)
-    return x, tuple(jnp.stack(states) for states in zip(*new_carry))
+    return x, tuple(new_carry), raw
 
   def decode(self, h_TxBxH: jax.Array) -> jax.Array:
     # Written as W h: with h @ W^T, XLA:CPU copies W transposed (26 MB at WikiText-2 size) for every
@@ -83,16 +122,15 @@ class _Network(nn.Module):
     return jnp.einsum("vh,tbh->tbv", self.decoder_weight_VxH, h_TxBxH) + self.decoder_bias_V
 
   def nll(self, h_TxBxH: jax.Array, targets_TxB: jax.Array) -> jax.Array:
-    steps, batch, nhid = h_TxBxH.shape
-    nll_N = decoder_nll(h_TxBxH.reshape(steps * batch, nhid), self.decoder_weight_VxH, self.decoder_bias_V,
+    steps, batch, size = h_TxBxH.shape
+    nll_N = decoder_nll(h_TxBxH.reshape(steps * batch, size), self.decoder_weight_VxH, self.decoder_bias_V,
                         targets_TxB.reshape(steps * batch))
     return nll_N.reshape(steps, batch)
 
 
 @dataclasses.dataclass(frozen=True)
 class RNNModel(LanguageModel):
-  """The reference's RNNModel; fields as config.model's (dropout: the reference's, on the embedding,
-  between layers and on the output)."""
+  """The reference's RNNModel, with AWD-LSTM's regularisers; fields as config.model's."""
 
   kind = "rnn"
 
@@ -103,12 +141,22 @@ class RNNModel(LanguageModel):
   nlayers: int = 2
   dropout: float = 0.2
   tied: bool = False
-  init_range: float = 0.1  # embedding and decoder weights ~ U(-init_range, init_range)
-  unroll: int = 1          # lax.scan unroll of the recurrence's forward
+  init_range: float = 0.1       # embedding and decoder weights ~ U(-init_range, init_range)
+  unroll: int = 1               # lax.scan unroll of the recurrence's forward
+  locked_dropout: bool = False  # AWD-LSTM's: one mask per column per window (then dropouti/dropouth apply)
+  dropouti: float = 0.0         # locked dropout on the embedding output
+  dropouth: float = 0.0         # locked dropout between layers
+  dropoute: float = 0.0         # whole embedding rows (word types) dropped for the window
+  wdrop: float = 0.0            # DropConnect on each layer's hidden-to-hidden matrix, per window
+
+  @property
+  def sizes(self) -> tuple[int, ...]:
+    return layer_sizes(self.nlayers, self.nhid, self.emsize, self.tied)
 
   @property
   def _network(self) -> _Network:
-    return _Network(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+    return _Network(self.vocab_size, self.cell, self.emsize, self.sizes, self.dropout, self.locked_dropout,
+                    self.tied, self.init_range, self.unroll)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
@@ -117,31 +165,57 @@ class RNNModel(LanguageModel):
     for name in ("emsize", "nhid", "nlayers", "unroll"):
       if m[name] <= 0:
         raise UserError(f"config.model.{name} must be > 0 (got {m[name]}); pass --config.model.{name}=N")
-    if not 0.0 <= m.dropout < 1.0:
-      raise UserError(f"config.model.dropout must be in [0, 1) (got {m.dropout}); pass e.g. --config.model.dropout=0.2")
-    if m.tied and m.nhid != m.emsize:
-      raise UserError(f"a tied model needs nhid == emsize (got nhid {m.nhid}, emsize {m.emsize}); set "
-                      "--config.model.emsize and --config.model.nhid equal, or --config.model.tied=False")
+    for name in ("dropout", "dropouti", "dropouth", "dropoute", "wdrop"):
+      if not 0.0 <= m[name] < 1.0:
+        raise UserError(f"config.model.{name} must be in [0, 1) (got {m[name]}); pass e.g. "
+                        f"--config.model.{name}=0.2")
+    for name in ("dropouti", "dropouth"):
+      if m[name] and not m.locked_dropout:
+        raise UserError(f"config.model.{name} is AWD-LSTM's locked dropout; pass --config.model.locked_dropout=True "
+                        f"with it, or --config.model.{name}=0")
     if m.init_range <= 0:
       raise UserError(f"config.model.init_range must be > 0 (got {m.init_range}); pass e.g. 0.1")
 
   def describe(self) -> str:
-    return f"{self.cell} {self.nlayers}x{self.nhid} (emsize {self.emsize}, {'tied' if self.tied else 'untied'})"
+    sizes = "/".join(map(str, self.sizes)) if len(set(self.sizes)) > 1 else f"{self.nlayers}x{self.nhid}"
+    return f"{self.cell} {sizes} (emsize {self.emsize}, {'tied' if self.tied else 'untied'})"
 
   def init_params(self, seed: int) -> Params:
     tokens_1x1 = jnp.zeros((1, 1), jnp.int32)
     return self._network.init(jax.random.PRNGKey(seed), tokens_1x1, self.init_carry(1))["params"]
 
-  def init_carry(self, batch_size: int) -> State:
-    return tuple(jnp.zeros((self.nlayers, batch_size, self.nhid)) for _ in range(CELLS[self.cell].num_states))
+  def init_carry(self, batch_size: int) -> Carry:
+    return tuple(tuple(jnp.zeros((batch_size, size)) for _ in range(CELLS[self.cell].num_states))
+                 for size in self.sizes)
 
-  def features(self, params: Params, tokens_TxB: jax.Array, carry: State, valid_T: jax.Array | None = None, *,
-               train: bool = False, rng: jax.Array | None = None) -> ModelOutput:
+  def dropout_masks(self, rng: jax.Array, batch_size: int) -> Masks:
+    """AWD-LSTM's masks for one training window, by name; only those whose rate is > 0."""
+    gates = CELLS[self.cell].num_gates
+    keys = iter(jax.random.split(rng, 3 + 2 * self.nlayers))
+    masks = {}
+    if self.dropoute:
+      masks["embedding_V"] = _keep_mask(next(keys), self.dropoute, (self.vocab_size,))
+    if self.locked_dropout:
+      rates = {"input_BxE": (self.dropouti, self.emsize), "output_BxH": (self.dropout, self.sizes[-1])}
+      rates.update({f"hidden_{k}_BxH": (self.dropouth, size) for k, size in enumerate(self.sizes[:-1])})
+      masks.update({name: _keep_mask(next(keys), p, (batch_size, size)) for name, (p, size) in rates.items() if p})
+    if self.wdrop:
+      masks.update({f"w_hh_{k}": _keep_mask(next(keys), self.wdrop, (size, gates * size))
+                    for k, size in enumerate(self.sizes)})
+    return masks
+
+  def features(self, params: Params, tokens_TxB: jax.Array, carry: Carry, valid_T: jax.Array | None = None, *,
+               train: bool = False, rng: jax.Array | None = None, masks: Masks | None = None) -> ModelOutput:
+    """`masks` (from `dropout_masks`) replace the ones drawn from `rng`, for tests against a reference."""
     if valid_T is None:
       valid_T = jnp.ones(tokens_TxB.shape[0], bool)
-    h_TxBxH, carry = self._network.apply({"params": params}, tokens_TxB, carry, valid_T, train,
-                                         rngs={"dropout": rng} if train else {}, method=_Network.features)
-    return ModelOutput(h_TxBxH, carry, {})
+    if train and masks is None:
+      # fold_in: the word_language_model's dropout keeps drawing from `rng` itself, as before these masks.
+      masks = self.dropout_masks(jax.random.fold_in(rng, 1), tokens_TxB.shape[1])
+    h_TxBxH, carry, raw_TxBxH = self._network.apply(
+        {"params": params}, tokens_TxB, carry, valid_T, train, masks if train else {},
+        rngs={"dropout": rng} if train and rng is not None else {}, method=_Network.features)
+    return ModelOutput(h_TxBxH, carry, {"top_raw_TxBxH": raw_TxBxH})
 
   def logits(self, params: Params, features_TxBxH: jax.Array) -> jax.Array:
     return self._network.apply({"params": params}, features_TxBxH, method=_Network.decode)
