@@ -294,3 +294,13 @@ def test_an_awd_checkpoint_whose_shapes_do_not_match_is_one_line(torch_awd):
   state_dict["rnns.1.module.weight_ih_l0"] = np.zeros((56, 9), np.float32)
   with pytest.raises(UserError, match=r"^the checkpoint's rnns.1.module.weight_ih_l0 is \[56, 9\], not \[56, 14\]"):
     awd_convert.import_state_dict(state_dict)
+
+
+def test_a_model_config_written_before_the_awd_fields_loads_with_their_defaults():
+  """Checkpoints keep their config: one from before these fields existed still names a model."""
+  from lm_jax.models.registry import model_from_config
+  old = ml_collections.ConfigDict({"kind": "rnn", "cell": "gru", "emsize": 8, "nhid": 8, "nlayers": 2, "dropout": 0.1,
+                                   "tied": False, "init_range": 0.1, "unroll": 1})
+  model = model_from_config(old, 30)
+  assert model == RNNModel(vocab_size=30, cell="gru", emsize=8, nhid=8, nlayers=2, dropout=0.1)
+  assert (model.locked_dropout, model.wdrop, model.dropoute) == (False, 0.0, 0.0)

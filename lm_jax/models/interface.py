@@ -43,8 +43,9 @@ class LanguageModel(abc.ABC):
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int) -> LanguageModel:
-    """The model config.model describes; the config's fields that are not this family's are ignored."""
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size"]
+    """The model config.model describes; the config's fields that are not this family's are ignored, and a
+    field the config lacks (a checkpoint's config written before the field existed) keeps its default."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size" and f.name in model_config]
     return cls(vocab_size=vocab_size, **{name: model_config[name] for name in names})
 
   def config_fields(self) -> dict[str, Any]:
