@@ -2,7 +2,7 @@
 use, placing host arrays on the mesh, and the multi-host plumbing (joining, barriers, SIGTERM).
 
 The steps are per-device programs under jax.jit + jax.shard_map (jax.pmap's successor): parameters
-and optimiser state are replicated; a batchified split [rows, B] and the carried state (axis 1 of every
+and optimiser state are replicated; a batchified split [rows, B] and the carried state (axis 0 of every
 leaf is its batch) are split along B, so each column stays on one device for a whole epoch. One device is a mesh of one.
 """
 
@@ -22,7 +22,7 @@ from lm_jax.errors import UserError
 DATA = "data"
 REPLICATED = P()
 COLUMNS = P(None, DATA)  # a split [rows, B]: whole columns per device
-CARRY = P(None, DATA)    # every leaf of a carried state [*, B, ...], each column beside its data
+CARRY = P(DATA)          # every leaf of a carried state [B, ...], each column beside its data
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,

@@ -7,11 +7,12 @@ logits and its NLL:
 
   params  = model.init_params(seed)
   carry   = model.init_carry(batch_size)          # the state at the start of an epoch or evaluation
+  carry   = model.init_decoding_carry(1, max_len)  # the same, for feeding a sequence piece by piece (generation)
   out     = model.features(params, tokens_TxB, carry, valid_T, train=..., rng=...)
   logits  = model.logits(params, out.features_TxBxH)
   nll_TxB = model.nll(params, out.features_TxBxH, targets_TxB)
 
-Every leaf of the carry holds the batch on axis 1 (parallel.CARRY splits it over the devices) and has
+Every leaf of the carry holds the batch on axis 0 (parallel.CARRY splits it over the devices) and has
 no gradient path into earlier windows (the train step stops it). `out.aux` holds the activations
 regularisers read (lm_jax/loss.py), by name.
 """
@@ -26,7 +27,7 @@ import jax
 import ml_collections
 
 Params = Any   # a pytree of arrays
-Carry = Any    # a pytree of [*, B, ...] arrays; () for a family that carries nothing
+Carry = Any    # a pytree of [B, ...] arrays; () for a family that carries nothing
 
 
 class ModelOutput(NamedTuple):
@@ -68,6 +69,12 @@ class LanguageModel(abc.ABC):
   @abc.abstractmethod
   def init_carry(self, batch_size: int) -> Carry:
     """The carried state at the start of each epoch and each evaluation."""
+
+  def init_decoding_carry(self, batch_size: int, max_len: int) -> Carry:
+    """The carry for feeding up to `max_len` tokens a few at a time (generation: the prompt, then one word
+    per step), such that the features equal those of the whole sequence fed at once from `init_carry`. A
+    recurrent family's state already does that; an attention family returns its key/value cache."""
+    return self.init_carry(batch_size)
 
   @abc.abstractmethod
   def features(self, params: Params, tokens_TxB: jax.Array, carry: Carry, valid_T: jax.Array | None = None, *,
