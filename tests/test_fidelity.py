@@ -400,7 +400,7 @@ def test_import_errors_on_a_state_dict_of_another_model():
       "the checkpoint has no decoder.bias; import a whole RNNModel state_dict")
   transformer_like = {"input_emb.weight": np.zeros((5, 4), np.float32)}
   assert user_error(convert.import_state_dict, transformer_like).startswith(
-      "the checkpoint is not a word_language_model RNNModel (it has no encoder.weight)")
+      "the checkpoint is not a word_language_model RNNModel or TransformerModel (it has no encoder.weight)")
 
 
 def test_lm_jax_imports_without_torch():

@@ -43,11 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import ModuleType
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from numpy.typing import ArrayLike
 
 from lm_jax.errors import UserError
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
@@ -65,12 +68,20 @@ class KVCache(NamedTuple):
   position_B: jax.Array           # int32: the position of the next token of each column
 
 
-def sinusoids(positions: jax.Array, emsize: int) -> jax.Array:
+def sinusoids(positions: ArrayLike, emsize: int, xp: ModuleType = jnp) -> ArrayLike:
   """The reference's PositionalEncoding at `positions` [...] -> [..., E]: even features sin(p * w_i), odd
-  cos(p * w_i), w_i = exp(-2i log(10000) / E), in float32 as PyTorch computes its table."""
-  rates_half = jnp.exp(jnp.arange(0, emsize, 2, dtype=jnp.float32) * (-math.log(10000.0) / emsize))
-  angles = positions.astype(jnp.float32)[..., None] * rates_half
-  return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*positions.shape, emsize)
+  cos(p * w_i), w_i = exp(-2i log(10000) / E), in float32 as PyTorch computes its table. `xp` is numpy for
+  positions known when tracing (a constant, the same bits in every program and in the exported table:
+  XLA's sin differs in the last bit between a folded constant and a computed one) or jax.numpy."""
+  exponents_half = np.arange(0, emsize, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / emsize)
+  # exp rounded once from float64: PyTorch's rates exactly (numpy's float32 exp is an ulp off for some,
+  # which shifts the angle at position 5000 by 1e-4).
+  rates_half = np.exp(exponents_half.astype(np.float64)).astype(np.float32)
+  angles = xp.asarray(positions).astype(np.float32)[..., None] * rates_half
+  if xp is np:  # sin and cos of the float32 angles rounded once, as close as XLA's; numpy's float32 sin is coarser
+    angles = angles.astype(np.float64)
+  pe = xp.stack([xp.sin(angles), xp.cos(angles)], axis=-1).astype(np.float32)
+  return pe.reshape(*angles.shape[:-1], emsize)
 
 
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -185,7 +196,9 @@ class TransformerModel(LanguageModel):
     start_B = cache.position_B
     drop = _dropout(train, rng)
     positions_BxT = start_B[:, None] + jnp.arange(steps)
-    x_TxBxE = params["embedding"][tokens_TxB] * math.sqrt(self.emsize) + sinusoids(positions_BxT.T, self.emsize)
+    # The reference's positions 0..T-1 are a constant; a cache's start at each column's own position.
+    pe_TxBxE = sinusoids(positions_BxT.T, self.emsize) if carry else sinusoids(np.arange(steps), self.emsize, np)[:, None]
+    x_TxBxE = params["embedding"][tokens_TxB] * math.sqrt(self.emsize) + pe_TxBxE
     x_TxBxE = drop(x_TxBxE, self.dropout, 0)
     # Query at position p sees keys at positions 0..p: the cache's (slot j holds position start - C + j;
     # slots before position 0 are still empty) and its own window's.

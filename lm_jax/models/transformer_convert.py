@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.errors import UserError
@@ -60,7 +59,7 @@ def _transposed(reference_name: str) -> bool:
 
 def positional_table(emsize: int) -> np.ndarray:
   """The reference's pos_encoder.pe buffer, [5000, 1, E] float32."""
-  return np.asarray(sinusoids(jnp.arange(REFERENCE_MAX_LEN), emsize), np.float32)[:, None, :]
+  return sinusoids(np.arange(REFERENCE_MAX_LEN), emsize, np)[:, None, :]
 
 
 def infer_model(state_dict: Mapping[str, np.ndarray], nhead: int | None = None) -> TransformerModel:
