@@ -75,11 +75,18 @@ def restore_meta(workdir: str, kind: str) -> dict:
 
 def restore(workdir: str, kind: str, like_state: Any) -> tuple[Any, dict]:
   """The newest readable checkpoint of `kind`: the entries of its state that `like_state` names, shaped and
-  laid out on the devices like them, and its metadata. A shape mismatch is a UserError."""
+  laid out on the devices like them, and its metadata. A missing entry or a shape mismatch is a UserError."""
   abstract = jax.tree.map(_abstract, like_state)
   restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
   restored = _restore_newest(workdir, kind, meta=ocp.args.JsonRestore(),
                              state=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
+  # A partial restore hands back an entry the checkpoint lacks as its ShapeDtypeStruct, silently (a model of
+  # another family or shape than the one saved).
+  absent = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(restored.state)
+            if isinstance(leaf, jax.ShapeDtypeStruct)]
+  if absent:
+    raise UserError(f"the checkpoint in {checkpoint_dir(workdir, kind)} does not match the model (it has no "
+                    f"{absent[0]}); use the config it was trained with")
   return restored.state, restored.meta
 
 

@@ -30,7 +30,9 @@ def reference_config() -> ml_collections.ConfigDict:
           train_tokens=400_000, valid_tokens=40_000, test_tokens=40_000)),
   ))
   c.model = ml_collections.ConfigDict(dict(
-      kind="rnn",      # the model family (lm_jax/models/registry.py)
+      kind="rnn",      # the model family (lm_jax/models/registry.py): 'rnn' or 'transformer'
+      # transformer: nhid is the feed-forward size, dropout the one on embedding + positions (the
+      # reference's --dropout), cell and unroll unused, tied ignored as by the reference (transformer_tied).
       cell="lstm", emsize=200, nhid=200, nlayers=2, dropout=0.2, tied=False,
       init_range=0.1,  # embedding and decoder weights ~ U(-init_range, init_range)
       unroll=1,        # lax.scan unroll of the recurrence's forward (docs/performance.md: 1 is fastest here)
@@ -40,6 +42,13 @@ def reference_config() -> ml_collections.ConfigDict:
       dropouth=0.0,    # locked dropout between layers
       dropoute=0.0,    # embedding dropout: whole word types dropped for the window
       wdrop=0.0,       # weight drop (DropConnect) on every hidden-to-hidden matrix, per window
+      # transformer only (lm_jax/models/transformer.py); the defaults are the reference's.
+      nhead=2,              # attention heads; must divide emsize
+      layer_dropout=0.1,    # inside each encoder layer: nn.Transformer's default, which the reference keeps
+      # Beyond the reference, each off by default:
+      pre_norm=False,       # x + sublayer(LayerNorm(x)) in place of post-norm LayerNorm(x + sublayer(x))
+      memory=0,             # > 0: carry that many positions' keys/values across windows (Transformer-XL-like)
+      transformer_tied=False,  # decoder weight = the embedding matrix
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw'

@@ -14,21 +14,23 @@ import numpy as np
 from lm_jax import checkpoints, config as config_lib, torch_pickle, workdir as workdir_lib
 from lm_jax.data.sources import corpus_from_lines, read_directory
 from lm_jax.errors import UserError
-from lm_jax.models import awd_convert, rnn_convert
+from lm_jax.models import awd_convert, rnn_convert, transformer_convert
 from lm_jax.models.interface import LanguageModel, Params
 
-# reference -> the module converting its state_dicts: KIND, REFERENCE_CLASS, missing, import_state_dict,
-# export_state_dict. The first of a kind is what its models export to by default.
-CONVERTERS = {"word_language_model": rnn_convert, "awd-lstm-lm": awd_convert}
+# reference -> the module converting its state_dicts: KIND (the lm_jax family), REFERENCE_CLASS, missing,
+# import_state_dict, export_state_dict. The first of a kind is what its models export to by default.
+CONVERTERS = {"word_language_model": rnn_convert, "awd-lstm-lm": awd_convert,
+              "word_language_model-transformer": transformer_convert}
 
 
-def import_state_dict(state_dict: Mapping[str, np.ndarray],
-                      cell: str | None = None) -> tuple[LanguageModel, dict[str, np.ndarray]]:
+def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = None,
+                      nhead: int | None = None) -> tuple[LanguageModel, dict[str, np.ndarray]]:
   """A reference state_dict (numpy arrays) -> its model and lm_jax parameters, by the family it holds.
-  `cell` names the reference's --model where the tensors cannot tell (RNN_TANH vs RNN_RELU)."""
+  The reference's flags that no tensor records: `cell`, its --model where the tensors cannot tell (RNN_TANH
+  vs RNN_RELU); `nhead`, a TransformerModel's --nhead (default 2). Each is refused for the other family."""
   for converter in CONVERTERS.values():
     if converter.missing(state_dict) is None:
-      return converter.import_state_dict(state_dict, cell)
+      return converter.import_state_dict(state_dict, cell, nhead)
   reasons = "; ".join(f"{c.REFERENCE_CLASS}: it has no {c.missing(state_dict)}" for c in CONVERTERS.values())
   raise UserError(f"the checkpoint is no model lm_jax imports ({reasons}); import a model saved by the "
                   "reference's main.py")
@@ -90,10 +92,10 @@ def _torch_load(torch: Any, path: str) -> Any:
 
 
 def import_checkpoint(checkpoint: str, data_dir: str, workdir: str, cell: str | None = None,
-                      overwrite: bool = False) -> LanguageModel:
+                      overwrite: bool = False, nhead: int | None = None) -> LanguageModel:
   """Writes a reference checkpoint into `workdir` as an lm_jax run whose best checkpoint is the model,
   with the vocabulary of `data_dir` (the data it was trained on) and the reference config."""
-  model, params = import_state_dict(read_torch_checkpoint(checkpoint), cell)
+  model, params = import_state_dict(read_torch_checkpoint(checkpoint), cell, nhead)
   corpus = corpus_from_lines(read_directory(data_dir))
   if len(corpus.vocab) != model.vocab_size:
     raise UserError(f"the checkpoint's vocabulary has {model.vocab_size:,} words but {data_dir!r} has "

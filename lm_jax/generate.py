@@ -1,7 +1,8 @@
 """Prediction and sampling: next-word log-probabilities after a prefix, and a compiled sampling loop.
 
 The state starts at zeros, like the reference; `generate` runs the prompt through the model, then
-samples word by word from softmax(logits / temperature) inside one `lax.scan`.
+samples word by word from softmax(logits / temperature) inside one `lax.scan`, feeding one word per step:
+the family's decoding carry (its state, or its key/value cache) holds what the word needs of the past.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ def _next_logits(model: LanguageModel, params: Params, tokens_Tx1: jax.Array, ca
   return model.logits(params, output.features_TxBxH[-1:])[0, 0], output.carry
 
 
-def _run_prefix(model: LanguageModel, params: Params, prefix_ids: jax.Array) -> tuple[jax.Array, Carry]:
-  return _next_logits(model, params, prefix_ids[:, None], model.init_carry(1))
+def _run_prefix(model: LanguageModel, params: Params, prefix_ids: jax.Array, words_after: int = 0) -> tuple[jax.Array, Carry]:
+  """Logits after the prefix, and a carry with room for `words_after` more words fed one at a time."""
+  carry = model.init_decoding_carry(1, prefix_ids.shape[0] + words_after)
+  return _next_logits(model, params, prefix_ids[:, None], carry)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -57,7 +60,7 @@ def generate(model: LanguageModel, params: Params, rng: jax.Array, num_words: in
   first_rng, rng = jax.random.split(rng)
   if prompt_ids is None or prompt_ids.shape[0] == 0:
     prompt_ids = jax.random.randint(first_rng, (1,), 0, model.vocab_size)
-  logits_V, carry = _run_prefix(model, params, prompt_ids)
+  logits_V, carry = _run_prefix(model, params, prompt_ids, num_words)
 
   def sample_next(state, step_rng):
     logits_V, carry = state

@@ -403,7 +403,8 @@ def test_import_errors_on_a_state_dict_of_another_model():
   transformer_like = {"input_emb.weight": np.zeros((5, 4), np.float32)}
   assert user_error(convert.import_state_dict, transformer_like).startswith(
       "the checkpoint is no model lm_jax imports (word_language_model RNNModel: it has no encoder.weight; "
-      "awd-lstm-lm RNNModel: it has no encoder.weight)")
+      "awd-lstm-lm RNNModel: it has no encoder.weight; word_language_model TransformerModel: it has no "
+      "encoder.layers.0.linear1.weight)")
 
 
 def test_lm_jax_imports_without_torch():

@@ -16,13 +16,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory to write the lm_jax c
 _CELL = flags.DEFINE_enum("cell", None, ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"],
                           "The reference's --model; needed only for RNN_TANH and RNN_RELU, which have the same "
                           "tensors (LSTM and GRU are read from the checkpoint).", case_sensitive=False)
+_NHEAD = flags.DEFINE_integer("nhead", None, "A TransformerModel's --nhead (attention heads), which no tensor "
+                              "records; default the reference's 2.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run held in --workdir.")
 
 
 def main(argv: list[str]) -> None:
   from lm_jax.convert import import_checkpoint  # After flag parsing, so --help stays fast.
 
-  model = import_checkpoint(_CHECKPOINT.value, _DATA_DIR.value, _WORKDIR.value, _CELL.value, _OVERWRITE.value)
+  model = import_checkpoint(_CHECKPOINT.value, _DATA_DIR.value, _WORKDIR.value, _CELL.value, _OVERWRITE.value,
+                            _NHEAD.value)
   print(f"| imported {model.describe()}, {model.vocab_size:,} words, into {_WORKDIR.value}; "
         f"score it with lm-jax-evaluate --workdir={_WORKDIR.value}")
 

@@ -91,10 +91,12 @@ def infer_model(state_dict: Mapping[str, np.ndarray]) -> RNNModel:
   return model
 
 
-def import_state_dict(state_dict: Mapping[str, np.ndarray],
-                      cell: str | None = None) -> tuple[RNNModel, dict[str, np.ndarray]]:
+def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = None,
+                      nhead: int | None = None) -> tuple[RNNModel, dict[str, np.ndarray]]:
   """An awd-lstm-lm state_dict (numpy) -> its model and lm_jax parameters, in its own dtype. `cell` is
   not needed (the gates tell LSTM from GRU) and, if given, must agree."""
+  if nhead is not None:
+    raise UserError(f"--nhead={nhead} is a TransformerModel's, but the checkpoint is an RNNModel; omit --nhead")
   model = infer_model(state_dict)
   if cell is not None and cell.lower() != model.cell:
     raise UserError(f"--cell={cell.upper()} but the checkpoint holds a {model.cell.upper()}; omit --cell")

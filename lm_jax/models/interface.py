@@ -7,6 +7,7 @@ logits and its NLL:
 
   params  = model.init_params(seed)
   carry   = model.init_carry(batch_size)          # the state at the start of an epoch or evaluation
+  carry   = model.init_decoding_carry(1, max_len)  # the same, for feeding a sequence piece by piece (generation)
   out     = model.features(params, tokens_TxB, carry, valid_T, train=..., rng=...)
   logits  = model.logits(params, out.features_TxBxH)
   nll_TxB = model.nll(params, out.features_TxBxH, targets_TxB)
@@ -69,6 +70,12 @@ class LanguageModel(abc.ABC):
   @abc.abstractmethod
   def init_carry(self, batch_size: int) -> Carry:
     """The carried state at the start of each epoch and each evaluation."""
+
+  def init_decoding_carry(self, batch_size: int, max_len: int) -> Carry:
+    """The carry for feeding up to `max_len` tokens a few at a time (generation: the prompt, then one word
+    per step), such that the features equal those of the whole sequence fed at once from `init_carry`. A
+    recurrent family's state already does that; an attention family returns its key/value cache."""
+    return self.init_carry(batch_size)
 
   @abc.abstractmethod
   def features(self, params: Params, tokens_TxB: jax.Array, carry: Carry, valid_T: jax.Array | None = None, *,

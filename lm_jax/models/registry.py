@@ -8,8 +8,9 @@ import ml_collections
 from lm_jax.errors import UserError
 from lm_jax.models.interface import LanguageModel
 from lm_jax.models.rnn_model import RNNModel
+from lm_jax.models.transformer import TransformerModel
 
-FAMILIES: dict[str, type[LanguageModel]] = {RNNModel.kind: RNNModel}
+FAMILIES: dict[str, type[LanguageModel]] = {RNNModel.kind: RNNModel, TransformerModel.kind: TransformerModel}
 
 
 def family(model_config: ml_collections.ConfigDict) -> type[LanguageModel]:

@@ -106,9 +106,11 @@ def _check_tensors(state_dict: Mapping[str, np.ndarray], model: RNNModel) -> Non
                     "import a unidirectional RNNModel saved by the reference's main.py")
 
 
-def import_state_dict(state_dict: Mapping[str, np.ndarray],
-                      cell: str | None = None) -> tuple[RNNModel, dict[str, np.ndarray]]:
+def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = None,
+                      nhead: int | None = None) -> tuple[RNNModel, dict[str, np.ndarray]]:
   """A reference state_dict (numpy arrays) -> its model and lm_jax parameters, in its own dtype."""
+  if nhead is not None:
+    raise UserError(f"--nhead={nhead} is a TransformerModel's, but the checkpoint is an RNNModel; omit --nhead")
   model = infer_model(state_dict, cell)
   params = {}
   for name, (param_name, _) in reference_layout(model).items():
