@@ -11,13 +11,13 @@ from lm_jax.config import awd_lstm_config, reference_config
 
 def get_config(recipe: str = "awd"):
   if recipe == "awd":
-    c = awd_lstm_config(dropouth=0.25, dropouti=0.4, seed=141, batch_size=20, epochs=30)
+    c = awd_lstm_config(dropouth=0.25, dropouti=0.4, seed=141, batch_size=20, epochs=15)
     c.model.update(emsize=200, nhid=400)
     c.update(bptt=35, test_batch_size=10)
   elif recipe == "word_language_model":
     c = reference_config()
     c.model.update(nlayers=3, emsize=400, nhid=400)
-    c.update(epochs=30)
+    c.update(epochs=15)
   else:
     raise ValueError(f"unknown recipe {recipe!r}: use word_language_model or awd")
   c.data.source = "synthetic"
