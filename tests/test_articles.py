@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
+from lm_jax import checkpoints, optim, parallel
 from lm_jax.data.articles import heading_starts, shuffled_articles
 from lm_jax.data.sources import corpus_from_lines, load_corpus
 from lm_jax.errors import UserError
-from lm_jax.train import train_and_evaluate
+from lm_jax.models.registry import model_from_config
+from lm_jax.train import Preempted, train_and_evaluate
 from tests.conftest import tiny_config
 
 WIKITEXT_LIKE = [
@@ -44,10 +47,11 @@ def test_text_without_top_level_headings_has_no_articles():
   assert heading_starts([" = = Section = = \n", "a b\n", "c = d\n"]) is None
 
 
-def test_shuffling_without_articles_is_a_clear_error():
+def test_shuffling_without_articles_is_a_clear_error_before_anything_is_written(tmp_path):
   c = tiny_config(**{"data.shuffle_articles": True})
   with pytest.raises(UserError, match=r"shuffle_articles needs articles, and this data \(synthetic\) has none"):
-    load_corpus(c.data, training=True)
+    train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
   assert load_corpus(c.data).train_articles is None  # evaluation never shuffles: no error there
 
 
@@ -81,7 +85,9 @@ def write_articles(directory, vocab: list[str], splits: dict[str, list[list[int]
 
 
 VOCAB = ["the", "cat", "sat", "<eos>", "dog", "ran", "é"]
-SPLITS = {"train": [[0, 1, 2, 3], [0, 4, 5, 3, 6], [1, 1]], "valid": [[0, 4, 3], [2, 2]], "test": [[6, 5]]}
+# Enough for the tiny config's batches, so that training on a bad variant would run were it not refused.
+SPLITS = {"train": [[0, 1, 2, 3] * 5, [0, 4, 5, 3, 6] * 4, [1, 1]], "valid": [[0, 4, 3] * 10, [2, 2]],
+          "test": [[6, 5] * 10]}
 
 
 def test_the_articles_source_round_trips_a_small_corpus(tmp_path, tiny):
@@ -92,13 +98,13 @@ def test_the_articles_source_round_trips_a_small_corpus(tmp_path, tiny):
   for split, articles in SPLITS.items():
     assert corpus.ids[split].dtype == np.int32
     assert corpus.ids[split].tolist() == [i for a in articles for i in a]  # as given: no <eos> added
-  assert corpus.train_articles.tolist() == [0, 4, 9]
+  assert corpus.train_articles.tolist() == [0, 20, 40]
 
 
 BAD_INPUTS = {
     "missing": ("lacks test.npy, vocab.txt; the 'articles' source needs train.npy"),
     "out of range": (r"train.npy: article 1 holds id 7, outside 0..6 \(vocab.txt has 7 words\); use the vocab.txt"),
-    "negative": (r"valid.npy: article 0 holds id -1, outside 0..6"),
+    "negative": (r"valid.npy: article 1 holds id -1, outside 0..6"),
     "not object": (r"test.npy holds a 1-D int64 array, not a 1-D object array of articles; save a 1-D object array"),
     "equal lengths": (r"train.npy holds a 2-D object array, not a 1-D object array of articles"),
     "nested": (r"train.npy: article 0 is a 2-D int64 array, not a 1-D array of integer ids"),
@@ -114,9 +120,9 @@ def make_bad(directory, problem: str) -> None:
     (directory / "test.npy").unlink()
     (directory / "vocab.txt").unlink()
   elif problem == "out of range":
-    write_articles(directory, VOCAB, {"train": [[0], [1, 7]]})
+    write_articles(directory, VOCAB, {"train": [[0] * 100, [1, 7]]})  # enough data to train on but for the 7
   elif problem == "negative":
-    write_articles(directory, VOCAB, {"valid": [[-1, 2]]})
+    write_articles(directory, VOCAB, {"valid": [[2] * 100, [-1, 2]]})
   elif problem == "not object":
     np.save(directory / "test.npy", np.array([1, 2, 3], dtype=np.int64))
   elif problem == "equal lengths":  # np.array(articles, dtype=object) of equal-length articles is 2-D
@@ -144,3 +150,43 @@ def test_bad_article_input_is_one_line_and_writes_nothing(tmp_path, tiny, proble
     train_and_evaluate(c, str(workdir))
   assert "\n" not in str(raised.value)
   assert not workdir.exists()
+
+
+def article_corpus(directory, seed: int = 0) -> None:
+  """120 articles of 20-140 tokens from a 60-word vocabulary, each article drawn around its own few words."""
+  rng = np.random.default_rng(seed)
+  vocab = [f"w{i}" for i in range(60)]
+
+  def articles(n: int) -> list[list[int]]:
+    return [rng.choice(rng.choice(60, 6, replace=False), size=int(rng.integers(20, 140))).tolist() for _ in range(n)]
+
+  write_articles(directory, vocab, {"train": articles(120), "valid": articles(12), "test": articles(12)})
+
+
+def latest_params(workdir: str, c, vocab_size: int) -> dict:
+  params = model_from_config(c.model, vocab_size).init_params(0)
+  like = {"params": params, "opt_state": optim.make_optimizer(c.optim).init(params)}
+  return checkpoints.restore(workdir, checkpoints.LATEST, like)[0]["params"]
+
+
+def test_shuffled_training_runs_and_resumes_mid_epoch_exactly(tmp_path, monkeypatch):
+  (tmp_path / "data").mkdir()
+  article_corpus(tmp_path / "data")
+  overrides = {"data.source": "articles", "data.dir": str(tmp_path / "data"), "epochs": 3, "model.dropout": 0.2}
+  c = tiny_config(**overrides, **{"data.shuffle_articles": True})
+  straight = train_and_evaluate(c, str(tmp_path / "straight"))
+  assert all(np.isfinite(v) for v in straight.values()), straight
+  # One epoch is 118 windows (batch 8, bptt 10): stop as SIGTERM would at step 150, inside epoch 2, and resume
+  # there; the resumed run re-draws epoch 2's order and must see the same one.
+  with monkeypatch.context() as patch:
+    patch.setattr(parallel.StopSignal, "reached", lambda self, step: step >= 150)
+    with pytest.raises(Preempted, match="epoch 2, batch 32/118"):
+      train_and_evaluate(c, str(tmp_path / "resumed"))
+  resumed = train_and_evaluate(c, str(tmp_path / "resumed"), resume=True)
+  assert resumed == straight
+  shuffled = latest_params(str(tmp_path / "straight"), c, 60)
+  jax.tree.map(np.testing.assert_array_equal, shuffled, latest_params(str(tmp_path / "resumed"), c, 60))
+  # The shuffle reached the training steps: the same run in the corpus order ends elsewhere.
+  train_and_evaluate(tiny_config(**overrides), str(tmp_path / "in_order"))
+  in_order = latest_params(str(tmp_path / "in_order"), c, 60)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(in_order), jax.tree.leaves(shuffled)))
