@@ -15,19 +15,21 @@ from lm_jax.errors import UserError
 from lm_jax.loss import REDUCTIONS
 from lm_jax.models import registry
 
-DATA_SOURCES = ("dir", "hub", "synthetic")
+DATA_SOURCES = ("dir", "hub", "synthetic", "articles")
 
 
 def reference_config() -> ml_collections.ConfigDict:
   """PyTorch word_language_model defaults (LSTM 2x200, lr 20, clip 0.25, 40 epochs, batch 20, bptt 35)."""
   c = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(dict(
-      source="dir",            # 'dir', 'hub' or 'synthetic'
-      dir="data/wikitext-2",   # holds train.txt, valid.txt, test.txt
+      source="dir",            # 'dir', 'hub', 'synthetic' or 'articles' (lm_jax/data/articles.py)
+      dir="data/wikitext-2",   # holds train.txt, valid.txt, test.txt ('articles': train/valid/test.npy, vocab.txt)
       hub_name="wikitext-2",   # 'wikitext-2', 'wikitext-103', 'ptb', or a Hub repository id
       synthetic=ml_collections.ConfigDict(dict(
           seed=0, vocab_size=2000, num_classes=24,
           train_tokens=400_000, valid_tokens=40_000, test_tokens=40_000)),
+      # Training articles in a new order each epoch, drawn from (seed, epoch); valid and test keep theirs.
+      shuffle_articles=False,
   ))
   c.model = ml_collections.ConfigDict(dict(
       kind="rnn",      # the model family (lm_jax/models/registry.py): 'rnn' or 'transformer'
@@ -116,6 +118,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
        f"fine-tuning (config.finetune_from) averages from the first step, so it needs optim.name 'nt_asgd' (got "
        f"{c.optim.name!r})", "pass --config.optim.name=nt_asgd")
   need(c.data.source in DATA_SOURCES, f"unknown data source {c.data.source!r}",
-       "use --config.data.source=dir, hub or synthetic")
+       "use --config.data.source=dir, hub, synthetic or articles")
   registry.validate(c.model)
   optim.validate(c.optim)

@@ -26,7 +26,8 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from lm_jax import checkpoints, config as config_lib, loss, optim, parallel, trained, workdir as workdir_lib
-from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, put_on_device, variable_windows, window_bounds
+from lm_jax.data.articles import shuffled_articles
+from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator
@@ -91,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   config_lib.validate(config)
   mesh = parallel.data_mesh() if mesh is None else mesh
   parallel.require_divisible(config.batch_size, mesh)
-  corpus = load_corpus(config.data)  # Bad data fails here, before the workdir is touched.
+  corpus = load_corpus(config.data, training=True)  # Bad data fails here, before the workdir is touched.
   resuming = workdir_lib.prepare(workdir, config, resume, overwrite)
   loop = _Loop(config, workdir, corpus, mesh)
   try:
@@ -171,12 +172,22 @@ class _Loop:
       return [WindowAt(*w) for w in variable_windows(self.train.rows, self.config.bptt, rng)]
     return [WindowAt(*w) for w in window_bounds(self.train.rows, self.config.bptt)]
 
+  def epoch_train_split(self, epoch: int) -> DeviceSplit:
+    """The epoch's training split: the corpus order, or (shuffle_articles) whole articles in an order drawn from
+    the seed and the epoch number, so that a resumed run sees the same. Same tokens, so the same rows: the
+    windows and the compiled step do not change."""
+    if not self.config.data.shuffle_articles:
+      return self.train
+    rng = np.random.default_rng([self.config.seed, epoch])
+    ids = shuffled_articles(self.corpus.ids["train"], self.corpus.train_articles, rng)
+    return put_on_device(ids, self.config.batch_size, self.train.max_len, "train", self.mesh)
+
   def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal) -> TrainState:
     """The epoch's windows from `progress.window` on. Logs interval means every `log_interval` windows like
     the reference, checkpoints every `checkpoint_every` steps, and on SIGTERM checkpoints and stops (the
     last window excepted: the epoch end, which follows at once, checkpoints then)."""
     epoch, first_window = progress.epochs_done + 1, progress.window
-    windows = self.epoch_windows(epoch)
+    windows, train = self.epoch_windows(epoch), self.epoch_train_split(epoch)
     if first_window == 0:
       state = state._replace(carry=parallel.put_tree(self.model.init_carry(self.config.batch_size), self.mesh,
                                                      parallel.CARRY))
@@ -187,7 +198,7 @@ class _Loop:
     bar = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
                disable=not (self.report.enabled and sys.stderr.isatty()))
     for window in range(first_window, len(windows)):
-      state, step_metrics = self.train_step(state, windows[window], self.train.padded_TxB)
+      state, step_metrics = self.train_step(state, windows[window], train.padded_TxB)
       if window == first_window:
         jax.block_until_ready(step_metrics)
         self.report.line(f"| first train step of the epoch, compilation included: {time.time() - interval_start:.1f}s")

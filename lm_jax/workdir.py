@@ -35,7 +35,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-  old_flat, new_flat = _flatten(old), _flatten(new)
+  # Both as config.json holds them: JSON turns a tuple (optim.when) into a list, which is no difference.
+  old_flat, new_flat = (_flatten(json.loads(json.dumps(d))) for d in (old, new))
   return [f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in sorted(old_flat.keys() | new_flat.keys())
           if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES]
 

@@ -1,7 +1,9 @@
-"""Where a corpus comes from: a local directory, the Hugging Face Hub, or the embedded synthetic source.
+"""Where a corpus comes from: a local directory, the Hugging Face Hub, the embedded synthetic source, or
+arrays of ids per article.
 
-Every source yields the three splits as lines of text; `load_corpus` tokenises them the one
-reference way, so the vocabulary and ids do not depend on the source.
+The text sources yield the three splits as lines of text; `load_corpus` tokenises them the one
+reference way, so the vocabulary and ids do not depend on the source. The 'articles' source
+(lm_jax/data/articles.py) hands over ids and the vocabulary as they are: the ids are the data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import ml_collections
 import numpy as np
 
+from lm_jax.data import articles
 from lm_jax.data.vocab import Vocabulary, tokenize
 from lm_jax.errors import UserError
 
@@ -33,6 +36,8 @@ class Corpus:
   vocab: Vocabulary
   ids: dict[str, np.ndarray]           # split -> int32 token ids
   floor: dict[str, float] | None = None  # split -> true-source cross-entropy (nats/token), synthetic only
+  # Token offsets where the training split's articles start (the first is 0); None: the data has no articles.
+  train_articles: np.ndarray | None = None
 
 
 def read_directory(directory: str) -> dict[str, list[str]]:
@@ -104,11 +109,30 @@ def read_synthetic(config: ml_collections.ConfigDict) -> tuple[dict[str, list[st
 def corpus_from_lines(lines: dict[str, list[str]], floor: dict[str, float] | None = None) -> Corpus:
   tokens = {split: tokenize(lines[split]) for split in SPLITS}
   vocab = Vocabulary.build(tokens[split] for split in SPLITS)
-  return Corpus(vocab, {split: vocab.encode(tokens[split]) for split in SPLITS}, floor)
+  return Corpus(vocab, {split: vocab.encode(tokens[split]) for split in SPLITS}, floor,
+                articles.heading_starts(lines["train"]))
 
 
-def load_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
-  """The corpus named by `config.data`: source 'dir', 'hub' or 'synthetic'."""
+def read_articles(directory: str) -> Corpus:
+  """The 'articles' source: each split's articles concatenated as given (no `<eos>` added), vocab.txt's words."""
+  words, splits = articles.read_article_arrays(directory)
+  starts = np.cumsum([0] + [len(a) for a in splits["train"][:-1]])
+  return Corpus(Vocabulary(words), {split: np.concatenate(splits[split]) for split in SPLITS},
+                train_articles=starts)
+
+
+def load_corpus(data_config: ml_collections.ConfigDict, *, training: bool = False) -> Corpus:
+  """The corpus named by `config.data`: source 'dir', 'hub', 'synthetic' or 'articles'. `training` also checks
+  what training needs of it: articles, when they are to be shuffled (evaluation never shuffles)."""
+  corpus = _load(data_config)
+  if training and data_config.shuffle_articles and corpus.train_articles is None:
+    raise UserError(f"config.data.shuffle_articles needs articles, and this data ({_describe(data_config)}) has "
+                    "none: no ` = Title = ` heading lines as WikiText has; use data with articles (WikiText, or "
+                    "--config.data.source=articles) or --config.data.shuffle_articles=false")
+  return corpus
+
+
+def _load(data_config: ml_collections.ConfigDict) -> Corpus:
   source = data_config.source
   if source == "dir":
     return corpus_from_lines(read_directory(data_config.dir))
@@ -116,4 +140,12 @@ def load_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
     return corpus_from_lines(read_hub(data_config.hub_name))
   if source == "synthetic":
     return corpus_from_lines(*read_synthetic(data_config.synthetic))
-  raise UserError(f"unknown data source {source!r}; use 'dir', 'hub' or 'synthetic'")
+  if source == "articles":
+    return read_articles(data_config.dir)
+  raise UserError(f"unknown data source {source!r}; use 'dir', 'hub', 'synthetic' or 'articles'")
+
+
+def _describe(data_config: ml_collections.ConfigDict) -> str:
+  if data_config.source == "hub":
+    return f"hub {data_config.hub_name!r}"
+  return f"dir {data_config.dir!r}" if data_config.source == "dir" else data_config.source
