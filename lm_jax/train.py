@@ -64,9 +64,16 @@ class Progress:
 class _Report:
   """Log lines and metrics, from process 0 only: every process computes the same numbers."""
 
-  def __init__(self, workdir: str):
+  def __init__(self):
     self.enabled = parallel.is_main_process()
-    self._metrics = MetricsWriter(workdir) if self.enabled else None
+    self._metrics: MetricsWriter | None = None
+
+  def open_metrics(self, workdir: str, resumed_at: int | None) -> None:
+    """Starts the metrics files; a run resumed at step `resumed_at` first forgets what was logged after it."""
+    if self.enabled:
+      if resumed_at is not None:
+        workdir_lib.drop_metrics_after(workdir, resumed_at)
+      self._metrics = MetricsWriter(workdir)
 
   def line(self, text: str) -> None:
     if self.enabled:
@@ -77,7 +84,7 @@ class _Report:
       self._metrics.write(step, scalars)
 
   def close(self) -> None:
-    if self.enabled:
+    if self._metrics is not None:
       self._metrics.close()
 
 
@@ -88,11 +95,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   config_lib.validate(config)
   mesh = parallel.data_mesh() if mesh is None else mesh
   parallel.require_divisible(config.batch_size, mesh)
-  corpus = load_corpus(config.data)  # Bad data fails here, before the workdir is touched.
-  resuming = workdir_lib.prepare(workdir, config, resume, overwrite)
+  corpus = load_corpus(config.data)
+  # Bad data fails in these three, before anything is written: a split too short for its batch is found when
+  # the loop places it on the devices, a checkpoint of other data when the loop starts from it.
   loop = _Loop(config, workdir, corpus, mesh)
+  resuming = workdir_lib.check(workdir, config, resume, overwrite)
+  state, progress = loop.start(resuming)
+  workdir_lib.claim(workdir, config, overwrite)
+  loop.report.open_metrics(workdir, resumed_at=progress.step if resuming else None)
   try:
-    state, progress = loop.start(resuming)
     with parallel.StopSignal() as stop:
       while progress.epochs_done < config.epochs:
         epoch_start = time.time()
@@ -111,7 +122,7 @@ class _Loop:
     self.config, self.workdir, self.corpus, self.mesh = config, workdir, corpus, mesh
     self.model = model_from_config(config.model, len(corpus.vocab))
     self.optimizer = optim.make_optimizer(config.optim)
-    self.report = _Report(workdir)
+    self.report = _Report()
     self.train = put_on_device(corpus.ids["train"], config.batch_size, config.bptt, "train", mesh)
     self.valid = put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh)
     self.test = put_on_device(corpus.ids["test"], config.eval_batch_size, config.bptt, "test", mesh)
@@ -123,7 +134,7 @@ class _Loop:
     self.evaluator = Evaluator(self.model, config.bptt, mesh)
 
   def start(self, resuming: bool) -> tuple[TrainState, Progress]:
-    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one."""
+    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one. Only reads."""
     fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
     state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=self.config.optim.lr)
     self.report.line(
@@ -138,8 +149,6 @@ class _Loop:
       self.report.line(f"| resuming after epoch {progress.epochs_done}" +
                        (f", window {progress.window}/{len(self.windows)}" if progress.window else "") +
                        f" (step {progress.step}, lr {progress.lr:g}, best valid loss {progress.best_val_loss:.3f})")
-    if resuming and self.report.enabled:
-      workdir_lib.drop_metrics_after(self.workdir, progress.step)
     return state, progress
 
   def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal) -> TrainState:

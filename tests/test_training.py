@@ -89,6 +89,37 @@ def test_bad_config_fails_before_anything_is_written(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.parametrize("override, message", [
+    ({"batch_size": 8000}, r"the train split has \d+ tokens, too few for batch size 8000"),
+    ({"eval_batch_size": 1500}, r"the valid split has \d+ tokens, too few for batch size 1500"),
+])
+def test_data_too_short_for_a_batch_fails_before_anything_is_written(tmp_path, override, message):
+  with pytest.raises(UserError, match=message):
+    train_and_evaluate(tiny_config(**override), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_resuming_on_other_data_leaves_the_run_untouched(tmp_path):
+  """The checkpoint is checked against the data before the workdir is claimed: config.json (here with a new
+  `epochs`) and the metrics stay as the run left them."""
+  data, workdir = tmp_path / "data", str(tmp_path / "run")
+  data.mkdir()
+  for split in ("train", "valid"):
+    (data / f"{split}.txt").write_text("the cat sat on the mat\n" * 40)
+  (data / "test.txt").write_text("a bird sat on the mat\n" * 40)
+  c = tiny_config(epochs=1)
+  c.data.update(source="dir", dir=str(data))
+  train_and_evaluate(c, workdir)
+  (data / "test.txt").write_text("a dog sat on the mat\n" * 40)
+  before = {p: (os.path.getmtime(os.path.join(r, p)), open(os.path.join(r, p), "rb").read())
+            for r, _, files in os.walk(workdir) for p in files}
+  c.epochs = 2
+  with pytest.raises(UserError, match="trained with a different vocabulary"):
+    train_and_evaluate(c, workdir, resume=True)
+  assert before == {p: (os.path.getmtime(os.path.join(r, p)), open(os.path.join(r, p), "rb").read())
+                    for r, _, files in os.walk(workdir) for p in files}
+
+
 def test_checkpoint_of_another_shape_is_a_user_error(tmp_path):
   train_and_evaluate(tiny_config(epochs=1), str(tmp_path))
   like = {"params": {"embedding": np.zeros((200, 99), np.float32)}}
