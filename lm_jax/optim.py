@@ -97,6 +97,11 @@ def with_learning_rate(opt_state: optax.InjectHyperparamsState, lr: float) -> op
   return opt_state._replace(hyperparams=hyperparams)
 
 
+def initial_learning_rate(c: ml_collections.ConfigDict) -> float:
+  """The lr of epoch 1, by the schedule too: decay_after with lr_decay_start 0 decays it already."""
+  return next_learning_rate(c, c.lr, 0, improved=True)
+
+
 def next_learning_rate(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
   """The lr for epoch `epoch + 1` after epoch `epoch` (1-based) ended, by config.optim.schedule."""
   return SCHEDULES[c.schedule](c, lr, epoch, improved)

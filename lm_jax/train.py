@@ -136,7 +136,7 @@ class _Loop:
   def start(self, resuming: bool) -> tuple[TrainState, Progress]:
     """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one. Only reads."""
     fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
-    state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=self.config.optim.lr)
+    state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=optim.initial_learning_rate(self.config.optim))
     self.report.line(
         f"| corpus: {len(self.corpus.vocab):,} words; tokens " +
         ", ".join(f"{s} {len(ids):,}" for s, ids in self.corpus.ids.items()) +
