@@ -15,6 +15,7 @@ the uninterrupted run computes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import sys
 import time
@@ -73,7 +74,7 @@ class _Report:
     if self.enabled:
       if resumed_at is not None:
         workdir_lib.drop_metrics_after(workdir, resumed_at)
-      self._metrics = MetricsWriter(workdir)
+      self._metrics = MetricsWriter(workdir, resumed_at)
 
   def line(self, text: str) -> None:
     if self.enabled:
@@ -216,8 +217,7 @@ class _Loop:
                                         "epoch": epoch, "lr": progress.lr})
     if improved:
       progress.best_val_loss = val_loss
-      checkpoints.save(self.workdir, checkpoints.BEST, epoch, {"params": state.params},
-                       {**self.meta, "epoch": epoch, "val_loss": val_loss})
+      self._save(checkpoints.BEST, epoch, {"params": state.params}, {**self.meta, "epoch": epoch, "val_loss": val_loss})
     progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
     progress.epochs_done, progress.window = epoch, 0
     self._save_latest(state, progress)
@@ -243,8 +243,19 @@ class _Loop:
     return results
 
   def _save_latest(self, state: TrainState, progress: Progress) -> None:
-    checkpoints.save(self.workdir, checkpoints.LATEST, progress.step, state._asdict(),
-                     {**self.meta, **progress.as_meta()})
+    self._save(checkpoints.LATEST, progress.step, state._asdict(), {**self.meta, **progress.as_meta()})
+
+  def _save(self, kind: str, step: int, state: dict, meta: dict) -> None:
+    """checkpoints.save, with a full disk as one line: orbax commits a step only once it is whole, so the
+    checkpoint before it is still there to resume from."""
+    try:
+      checkpoints.save(self.workdir, kind, step, state, meta)
+    except Exception as e:
+      if not _disk_full(e):
+        raise
+      raise UserError(f"no space left on the device while writing the {kind} checkpoint (step {step}) in "
+                      f"{checkpoints.checkpoint_dir(self.workdir, kind)}; the one before it is kept: free space, "
+                      "then run the same command with --resume") from None
 
   def _preempted_message(self, where: str, step: int) -> str:
     return (f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
@@ -271,3 +282,12 @@ class _Loop:
     if saved["windows"] != self.meta["windows"]:
       raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['windows']:,} windows an epoch, this "
                       f"data makes {self.meta['windows']:,}; use the data it was trained on")
+
+
+def _disk_full(error: BaseException | None) -> bool:
+  """Whether `error` or one it came from is ENOSPC (orbax re-raises its writer threads' errors, sometimes wrapped)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    error = error.__cause__ or error.__context__
+  return False
