@@ -99,7 +99,7 @@ def with_learning_rate(opt_state: optax.InjectHyperparamsState, lr: float) -> op
 
 def initial_learning_rate(c: ml_collections.ConfigDict) -> float:
   """The lr of epoch 1, by the schedule too: decay_after with lr_decay_start 0 decays it already."""
-  return next_learning_rate(c, c.lr, 0, improved=True)
+  return SCHEDULES[c.schedule](c, c.lr, 0, True)  # as if an epoch 0 had ended, improving
 
 
 def next_learning_rate(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
