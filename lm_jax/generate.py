@@ -35,11 +35,12 @@ def predict(model: LanguageModel, params: Params, prefix_ids: jax.Array) -> jax.
 
 
 def sampling_logits(logits_V: jax.Array, temperature: float, top_k: int) -> jax.Array:
-  """logits / temperature, with everything below the k-th largest removed when top_k > 0."""
+  """logits / temperature, keeping only the k largest when top_k > 0 (exactly k: of tied logits, those
+  lax.top_k lists first)."""
   logits_V = logits_V / temperature
   if top_k > 0:
-    kth_largest = jax.lax.top_k(logits_V, top_k)[0][-1]
-    logits_V = jnp.where(logits_V < kth_largest, -jnp.inf, logits_V)
+    top_values_K, top_ids_K = jax.lax.top_k(logits_V, top_k)
+    logits_V = jnp.full_like(logits_V, -jnp.inf).at[top_ids_K].set(top_values_K)
   return logits_V
 
 

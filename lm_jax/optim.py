@@ -167,6 +167,11 @@ def should_start_averaging(c: ml_collections.ConfigDict, val_history: list[float
   return len(val_history) > c.nonmono and val_loss > min(val_history[:-c.nonmono])
 
 
+def initial_learning_rate(c: ml_collections.ConfigDict) -> float:
+  """The lr of epoch 1, by the schedule too: decay_after with lr_decay_start 0 decays it already."""
+  return SCHEDULES[c.schedule](c, c.lr, 0, True)  # as if an epoch 0 had ended, improving
+
+
 def next_learning_rate(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
   """The lr for epoch `epoch + 1` after epoch `epoch` (1-based) ended, by config.optim.schedule."""
   return SCHEDULES[c.schedule](c, lr, epoch, improved)

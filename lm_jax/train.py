@@ -15,6 +15,7 @@ the uninterrupted run computes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import sys
 import time
@@ -68,9 +69,16 @@ class Progress:
 class _Report:
   """Log lines and metrics, from process 0 only: every process computes the same numbers."""
 
-  def __init__(self, workdir: str):
+  def __init__(self):
     self.enabled = parallel.is_main_process()
-    self._metrics = MetricsWriter(workdir) if self.enabled else None
+    self._metrics: MetricsWriter | None = None
+
+  def open_metrics(self, workdir: str, resumed_at: int | None) -> None:
+    """Starts the metrics files; a run resumed at step `resumed_at` first forgets what was logged after it."""
+    if self.enabled:
+      if resumed_at is not None:
+        workdir_lib.drop_metrics_after(workdir, resumed_at)
+      self._metrics = MetricsWriter(workdir, resumed_at)
 
   def line(self, text: str) -> None:
     if self.enabled:
@@ -81,7 +89,7 @@ class _Report:
       self._metrics.write(step, scalars)
 
   def close(self) -> None:
-    if self.enabled:
+    if self._metrics is not None:
       self._metrics.close()
 
 
@@ -92,11 +100,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   config_lib.validate(config)
   mesh = parallel.data_mesh() if mesh is None else mesh
   parallel.require_divisible(config.batch_size, mesh)
-  corpus = load_corpus(config.data, training=True)  # Bad data fails here, before the workdir is touched.
-  resuming = workdir_lib.prepare(workdir, config, resume, overwrite)
+  corpus = load_corpus(config.data, training=True)
+  # Bad data fails in these three, before anything is written: a split too short for its batch is found when
+  # the loop places it on the devices, a checkpoint of other data when the loop starts from it.
   loop = _Loop(config, workdir, corpus, mesh)
+  resuming = workdir_lib.check(workdir, config, resume, overwrite)
+  state, progress = loop.start(resuming)
+  workdir_lib.claim(workdir, config, overwrite)
+  loop.report.open_metrics(workdir, resumed_at=progress.step if resuming else None)
   try:
-    state, progress = loop.start(resuming)
     with parallel.StopSignal() as stop:
       while progress.epochs_done < config.epochs and not progress.converged:
         epoch_start = time.time()
@@ -115,7 +127,7 @@ class _Loop:
     self.config, self.workdir, self.corpus, self.mesh = config, workdir, corpus, mesh
     self.model = model_from_config(config.model, len(corpus.vocab))
     self.optimizer = optim.make_optimizer(config.optim)
-    self.report = _Report(workdir)
+    self.report = _Report()
     # Variable BPTT's windows are cut at a static length beyond bptt: one compiled program for all.
     max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
     self.train = put_on_device(corpus.ids["train"], config.batch_size, max_len, "train", mesh)
@@ -128,9 +140,10 @@ class _Loop:
     self.evaluator = Evaluator(self.model, config.bptt, mesh)
 
   def start(self, resuming: bool) -> tuple[TrainState, Progress]:
-    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one."""
+    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one. Only reads."""
     fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
-    state, progress = parallel.put_tree(fresh, self.mesh, STATE_SPECS), Progress(lr=self.config.optim.lr)
+    state = parallel.put_tree(fresh, self.mesh, STATE_SPECS)
+    progress = Progress(lr=optim.initial_learning_rate(self.config.optim))
     if self.config.finetune_from:
       state, progress = self._finetune_start(state, progress)
     self.report.line(
@@ -146,8 +159,6 @@ class _Loop:
                        (f", window {progress.window}/{len(self.epoch_windows(progress.epochs_done + 1))}"
                         if progress.window else "") +
                        f" (step {progress.step}, lr {progress.lr:g}, best valid loss {progress.best_val_loss:.3f})")
-    if resuming and self.report.enabled:
-      workdir_lib.drop_metrics_after(self.workdir, progress.step)
     return state, progress
 
   def _finetune_start(self, state: TrainState, progress: Progress) -> tuple[TrainState, Progress]:
@@ -252,8 +263,7 @@ class _Loop:
                                         "epoch": epoch, "lr": progress.lr})
     if improved:
       progress.best_val_loss = val_loss
-      checkpoints.save(self.workdir, checkpoints.BEST, epoch, {"params": params},
-                       {**self.meta, "epoch": epoch, "val_loss": val_loss})
+      self._save(checkpoints.BEST, epoch, {"params": params}, {**self.meta, "epoch": epoch, "val_loss": val_loss})
     state = self._nt_asgd(state, progress, val_loss, averaging)
     if not averaging:  # as the reference: once averaging, the lr stays
       progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
@@ -298,8 +308,19 @@ class _Loop:
     return results
 
   def _save_latest(self, state: TrainState, progress: Progress) -> None:
-    checkpoints.save(self.workdir, checkpoints.LATEST, progress.step, state._asdict(),
-                     {**self.meta, **progress.as_meta()})
+    self._save(checkpoints.LATEST, progress.step, state._asdict(), {**self.meta, **progress.as_meta()})
+
+  def _save(self, kind: str, step: int, state: dict, meta: dict) -> None:
+    """checkpoints.save, with a full disk as one line: orbax commits a step only once it is whole, so the
+    checkpoint before it is still there to resume from."""
+    try:
+      checkpoints.save(self.workdir, kind, step, state, meta)
+    except Exception as e:
+      if not _disk_full(e):
+        raise
+      raise UserError(f"no space left on the device while writing the {kind} checkpoint (step {step}) in "
+                      f"{checkpoints.checkpoint_dir(self.workdir, kind)}; the one before it is kept: free space, "
+                      "then run the same command with --resume") from None
 
   def _preempted_message(self, where: str, step: int) -> str:
     return (f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
@@ -326,3 +347,12 @@ class _Loop:
     if saved["train_rows"] != self.meta["train_rows"]:
       raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['train_rows']:,} rows of training "
                       f"data, this data makes {self.meta['train_rows']:,}; use the data it was trained on")
+
+
+def _disk_full(error: BaseException | None) -> bool:
+  """Whether `error` or one it came from is ENOSPC (orbax re-raises its writer threads' errors, sometimes wrapped)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    error = error.__cause__ or error.__context__
+  return False

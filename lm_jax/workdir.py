@@ -42,10 +42,23 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
-  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed.
-  With several processes every one checks, then process 0 alone writes."""
+  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed."""
+  resuming = check(workdir, config, resume, overwrite)
+  claim(workdir, config, overwrite)
+  return resuming
+
+
+def check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
+  """Raises UserError unless this run may use `workdir`; writes nothing. Returns True if an earlier run of
+  the same config is resumed. With several processes every one checks."""
   resuming = _check(workdir, config, resume, overwrite)
   parallel.barrier("workdir checked")  # no process may see the config file this run is about to write
+  return resuming
+
+
+def claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+  """Records this run's config in `workdir` (created if need be), first removing the outputs of the run
+  held there with `overwrite`. Process 0 alone writes."""
   if parallel.is_main_process():
     if overwrite:
       for name in RUN_OUTPUTS:
@@ -57,7 +70,6 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overw
     os.makedirs(workdir, exist_ok=True)
     write_atomically(os.path.join(workdir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2, sort_keys=True))
   parallel.barrier("workdir claimed")
-  return resuming
 
 
 def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:

@@ -53,7 +53,8 @@ def test_quick_run_compiles_the_train_step_once(quick_run):
   _, results = quick_run
   for config in results["configs"]:
     for run in config["runs"]["lm_jax"]:
-      assert run["compilations_after_first"] == run["compilations_after_warmup"] == run["compilations_at_end"]
+      # At least one: a counter that never counts (0 == 0 == 0) would pass the equality alone.
+      assert 1 <= run["compilations_after_first"] == run["compilations_after_warmup"] == run["compilations_at_end"]
 
 
 def test_quick_run_writes_the_report(quick_run):

@@ -50,6 +50,16 @@ def test_directory_without_splits(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--config.batch_size=4000", r"the train split has \d+ tokens, too few for batch size 4000; use a smaller batch"),
+    ("--config.eval_batch_size=1000", r"the valid split has \d+ tokens, too few for batch size 1000; use a smaller"),
+])
+def test_data_too_short_for_a_batch_leaves_no_workdir(tmp_path, flag, message):
+  result = lm_jax("train", *TINY_FLAGS, flag, f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, message)
+  assert not os.path.exists(tmp_path / "w")
+
+
 def test_hub_unreachable_points_to_the_directory_source(tmp_path):
   result = lm_jax("train", "--config=configs/default.py", "--config.data.source=hub", f"--workdir={tmp_path / 'w'}",
                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})

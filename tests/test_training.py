@@ -83,10 +83,41 @@ def test_bad_config_fails_before_anything_is_written(tmp_path):
   for override, message in [({"bptt": 0}, "config.bptt must be > 0"), ({"batch_size": -1}, "config.batch_size must be > 0"),
                             ({"epochs": 0}, "config.epochs must be > 0"), ({"model.dropout": 1.0}, r"dropout must be in \[0, 1\)"),
                             ({"model.cell": "lstn"}, "unknown cell 'lstn'; use one of lstm, gru, rnn_tanh, rnn_relu"),
-                            ({"model.tied": True, "model.nhid": 20}, "a tied model needs nhid == emsize")]:
+                            ({"model.wdrop": 1.0}, r"config.model.wdrop must be in \[0, 1\)")]:
     with pytest.raises(UserError, match=message):
       train_and_evaluate(tiny_config(**override), str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"batch_size": 8000}, r"the train split has \d+ tokens, too few for batch size 8000"),
+    ({"eval_batch_size": 1500}, r"the valid split has \d+ tokens, too few for batch size 1500"),
+])
+def test_data_too_short_for_a_batch_fails_before_anything_is_written(tmp_path, override, message):
+  with pytest.raises(UserError, match=message):
+    train_and_evaluate(tiny_config(**override), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_resuming_on_other_data_leaves_the_run_untouched(tmp_path):
+  """The checkpoint is checked against the data before the workdir is claimed: config.json (here with a new
+  `epochs`) and the metrics stay as the run left them."""
+  data, workdir = tmp_path / "data", str(tmp_path / "run")
+  data.mkdir()
+  for split in ("train", "valid"):
+    (data / f"{split}.txt").write_text("the cat sat on the mat\n" * 40)
+  (data / "test.txt").write_text("a bird sat on the mat\n" * 40)
+  c = tiny_config(epochs=1)
+  c.data.update(source="dir", dir=str(data))
+  train_and_evaluate(c, workdir)
+  (data / "test.txt").write_text("a dog sat on the mat\n" * 40)
+  before = {p: (os.path.getmtime(os.path.join(r, p)), open(os.path.join(r, p), "rb").read())
+            for r, _, files in os.walk(workdir) for p in files}
+  c.epochs = 2
+  with pytest.raises(UserError, match="trained with a different vocabulary"):
+    train_and_evaluate(c, workdir, resume=True)
+  assert before == {p: (os.path.getmtime(os.path.join(r, p)), open(os.path.join(r, p), "rb").read())
+                    for r, _, files in os.walk(workdir) for p in files}
 
 
 def test_checkpoint_of_another_shape_is_a_user_error(tmp_path):
@@ -125,3 +156,89 @@ def test_sampling_follows_softmax_of_logits_over_temperature(tmp_path):
   a = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
   b = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
   assert a.shape == (30,) and np.array_equal(a, b)
+
+
+def test_top_k_keeps_exactly_k_words_when_logits_tie():
+  from lm_jax.generate import sampling_logits
+
+  kept = np.isfinite(np.asarray(sampling_logits(np.array([1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.0]), 1.0, top_k=3)))
+  assert kept.sum() == 3 and kept[[1, 3]].all()  # both 3s and one of the three tied 2s
+
+
+@pytest.mark.parametrize("config_file", ["ptb_small", "ptb_medium", "ptb_large"])
+def test_shipped_zaremba_configs_start_at_their_configured_lr(config_file):
+  import importlib
+
+  c = importlib.import_module(f"configs.{config_file}").get_config().optim
+  assert c.schedule == "decay_after" and c.lr_decay_start >= 1
+  assert optim.initial_learning_rate(c) == c.lr
+
+
+def test_first_epoch_lr_follows_the_schedule_too():
+  """lr = lr0 / lr_decay ** max(0, epoch - lr_decay_start), epochs 1-based; plateau starts at lr0."""
+  c = tiny_config(**{"optim.lr": 1.0, "optim.schedule": "decay_after", "optim.lr_decay": 2.0,
+                     "optim.lr_decay_start": 0}).optim
+  assert optim.initial_learning_rate(c) == 0.5
+  assert optim.initial_learning_rate(tiny_config(**{"optim.lr": 20.0}).optim) == 20.0
+
+
+def lrs_applied(tmp_path, c, epochs_first: int) -> tuple[list[float], list[float]]:
+  """Trains `c` (one window an epoch, plain SGD, no clip, no dropout) for `epochs_first` epochs, then resumes it
+  to `c.epochs`. Returns the lr each epoch's step applied, found as <params change, gradient> / |gradient|^2 with
+  the gradient computed independently, and the valid losses recorded."""
+  from lm_jax.data.batching import put_on_device, window_at
+  from lm_jax.data.sources import load_corpus
+  from lm_jax.loss import window_loss
+
+  params_at, save = {}, checkpoints.save
+
+  def recording_save(workdir, kind, step, state, meta):
+    if kind == checkpoints.LATEST:
+      params_at[step] = jax.device_get(state["params"])
+    save(workdir, kind, step, state, meta)
+
+  workdir = str(tmp_path / "run")
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(checkpoints, "save", recording_save)
+    first = c.copy_and_resolve_references()
+    first.epochs = epochs_first
+    train_and_evaluate(first, workdir)
+    train_and_evaluate(c, workdir, resume=True)
+  corpus = load_corpus(c.data)
+  model = model_from_config(c.model, len(corpus.vocab))
+  params_at[0] = model.init_params(c.seed)
+  window = window_at(put_on_device(corpus.ids["train"], c.batch_size, c.bptt).padded_TxB, 0, c.bptt, c.bptt)
+  lrs = []
+  for epoch in range(1, c.epochs + 1):
+    before = params_at[epoch - 1]
+    grads = jax.grad(lambda p: window_loss(model, p, model.init_carry(c.batch_size), window, train=False)[0])(before)
+    change = jax.tree.map(lambda old, new: np.asarray(old, np.float64) - np.asarray(new), before, params_at[epoch])
+    dot = sum(np.sum(d * np.asarray(g, np.float64)) for d, g in zip(jax.tree.leaves(change), jax.tree.leaves(grads)))
+    lrs.append(dot / sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads)))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    valid_losses = [r["valid_loss"] for r in map(json.loads, f) if "epoch" in r]
+  return lrs, valid_losses
+
+
+def one_window_sgd_config(**optim) -> "ml_collections.ConfigDict":
+  c = tiny_config(**{"epochs": 4, "optim.clip": 1e9, **{f"optim.{k}": v for k, v in optim.items()}})
+  c.data.synthetic.train_tokens = 8 * 11  # 11 rows of 8 columns: one window of 10 an epoch
+  return c
+
+
+def test_lr_applied_each_epoch_follows_decay_after_and_survives_resume(tmp_path):
+  """lr = lr0 / lr_decay ** max(0, epoch - lr_decay_start), epoch 1 included (it was left undecayed)."""
+  lrs, _ = lrs_applied(tmp_path, one_window_sgd_config(lr=1.0, schedule="decay_after", lr_decay=2.0,
+                                                       lr_decay_start=0), epochs_first=2)
+  np.testing.assert_allclose(lrs, [0.5, 0.25, 0.125, 0.0625], rtol=1e-3)
+
+
+def test_lr_applied_each_epoch_follows_the_plateau_rule_and_survives_resume(tmp_path):
+  lrs, valid_losses = lrs_applied(tmp_path, one_window_sgd_config(lr=40.0, schedule="plateau", lr_decay=4.0),
+                                  epochs_first=2)
+  expected, best = [40.0], math.inf
+  for loss in valid_losses[:-1]:
+    expected.append(expected[-1] if loss < best else expected[-1] / 4)
+    best = min(best, loss)
+  assert expected[-1] < 40.0, valid_losses  # the rule was exercised: some epoch did not improve
+  np.testing.assert_allclose(lrs, expected, rtol=1e-3)

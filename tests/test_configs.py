@@ -1,0 +1,29 @@
+"""Every shipped config file loads as the CLI loads it (ml_collections' config_flags, locked) and validates."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from lm_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def test_the_shipped_configs_are_found():
+  assert {os.path.basename(p) for p in CONFIG_FILES} >= {"default.py", "quickstart.py", "ptb_small.py"}
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_shipped_config_loads_through_config_flags_and_validates(path):
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True)
+  flag_values(["lm-jax-train", f"--config={path}"])
+  config = flag_values.config
+  config_lib.validate(config)
+  assert config.data.source in ("dir", "hub", "synthetic")
