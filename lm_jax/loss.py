@@ -72,7 +72,10 @@ def window_loss(model: LanguageModel, params: Params, carry: Carry, window: Wind
   summed over time, averaged over the batch (Zaremba et al.'s). `scored_B` marks the columns to score;
   dummy columns (evaluation padding) stay out of the sums.
   """
-  output = model.features(params, window.inputs_TxB, carry, window.valid_T, train=train, rng=rng)
+  # Truncated BPTT belongs to the window's loss: the carried state enters as a constant, so no gradient
+  # reaches earlier windows, however the caller chains windows.
+  output = model.features(params, window.inputs_TxB, jax.lax.stop_gradient(carry), window.valid_T, train=train,
+                          rng=rng)
   nll_TxB = model.nll(params, output.features_TxBxH, window.targets_TxB)
   scored_TxB = window.valid_T[:, None] & (True if scored_B is None else scored_B)
   scored_TxB = jnp.broadcast_to(scored_TxB, nll_TxB.shape)

@@ -60,12 +60,10 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
   mesh = parallel.data_mesh() if mesh is None else mesh
 
   def train_step(state: TrainState, window_at: WindowAt, data_TxB: jax.Array) -> tuple[TrainState, Metrics]:
-    # Truncated BPTT: the state enters as a constant, so no gradient reaches earlier windows.
-    carry = jax.lax.stop_gradient(state.carry)
     # A different dropout mask on every device and at every step, all reproducible from the seed.
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(DATA))
     window = cut_window(data_TxB, window_at.start, window_at.length, max_len)
-    loss_of = lambda params: window_loss(model, params, carry, window, train=True, rng=rng, reduction=reduction,
+    loss_of = lambda params: window_loss(model, params, state.carry, window, train=True, rng=rng, reduction=reduction,
                                          terms=terms)
     (_, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     # Every device scores as many tokens as the others, so the mean of their means is the mean over the

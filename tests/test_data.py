@@ -110,3 +110,40 @@ def test_hub_source_reads_a_local_parquet_dataset(tmp_path, monkeypatch):
   corpus = corpus_from_lines(lines)
   assert corpus.vocab.words == (EOS, "=", "A", "x", "y")  # an empty row is a line: just <eos>
   assert corpus.ids["train"].tolist() == [0, 1, 2, 1, 0, 3, 4, 0]
+
+
+@pytest.mark.parametrize("name, repository, configuration, revision, column", [
+    ("wikitext-2", "Salesforce/wikitext", "wikitext-2-v1", None, "text"),
+    ("wikitext-103", "Salesforce/wikitext", "wikitext-103-v1", None, "text"),
+    ("ptb", "ptb-text-only/ptb_text_only", "penn_treebank", "refs/convert/parquet", "sentence"),
+])
+def test_hub_short_names_load_their_repository_and_read_their_column(monkeypatch, name, repository, configuration,
+                                                                     revision, column):
+  datasets = pytest.importorskip("datasets")
+  calls = []
+
+  def load_dataset(path, config=None, revision=None):
+    calls.append((path, config, revision))
+    rows = {column: [" a b \n"], "other": ["never read"]}
+    return datasets.DatasetDict({split: datasets.Dataset.from_dict(rows) for split in ("train", "validation", "test")})
+
+  monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+  lines = read_hub(name)
+  assert calls == [(repository, configuration, revision)]
+  assert lines == {"train": [" a b "], "valid": [" a b "], "test": [" a b "]}
+
+
+@pytest.mark.parametrize("splits, columns, message", [
+    (("train", "test"), ("text",), "dataset 'local' has no 'validation' split; use a dataset with train, validation "
+                                   "and test splits"),
+    (("train", "validation", "test"), ("sentence",), "dataset 'local' has no 'text' column; use a dataset with a "
+                                                     "'text' text column"),
+])
+def test_hub_missing_split_or_column_is_one_line(monkeypatch, splits, columns, message):
+  datasets = pytest.importorskip("datasets")
+  rows = {column: [" a "] for column in columns}
+  monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.DatasetDict(
+      {split: datasets.Dataset.from_dict(rows) for split in splits}))
+  with pytest.raises(UserError) as error:
+    read_hub("local")
+  assert str(error.value) == message

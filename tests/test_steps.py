@@ -47,30 +47,33 @@ def logits_and_carry(model, params, tokens_TxB, carry):
 
 
 def test_gradient_does_not_cross_the_window_boundary():
-  """The train step's gradient for window 2 is the gradient with window 1's state held constant,
-  and differs from full backpropagation through both windows."""
+  """Truncated BPTT: the gradient of window 2's loss, however window 1's state was computed (inside the
+  same differentiated function or not), is the gradient with that state held constant; the train step's
+  too. Full backpropagation through both windows, by the model alone, differs."""
   model = tiny_model()
   params = model.init_params(0)
-  split = put_on_device(stream(B * 20), B, BPTT)
+  ids = stream(B * 20)
+  split = put_on_device(ids, B, BPTT)
   step = steps.make_train_step(model, sgd_lr1_no_clip(), BPTT)
   carry0 = model.init_carry(B)
 
-  # Window 1 with SGD lr 0 would change nothing; instead compute its carry with the same params.
   carry1 = eval_loss(model, params, carry0, split, 0, BPTT)[1].carry
   new_state, _ = step(train_state(model, params, carry1, 1), steps.WindowAt(BPTT, BPTT), split.padded_TxB)
   step_grads = jax.tree.map(lambda old, new: old - new, params, new_state.params)
-
-  def loss_w2(p, carry):
-    return eval_loss(model, p, carry, split, BPTT, BPTT)[0]
-
+  loss_w2 = lambda p, carry: eval_loss(model, p, carry, split, BPTT, BPTT)[0]
   truncated = jax.grad(loss_w2)(params, carry1)
+  chained = jax.grad(lambda p: loss_w2(p, eval_loss(model, p, carry0, split, 0, BPTT)[1].carry))(params)
 
-  def loss_through_both(p):
-    return loss_w2(p, eval_loss(model, p, carry0, split, 0, BPTT)[1].carry)
+  data_TxB = batchify(ids, B)
+  def full_bptt(p):  # both windows' 12 steps in one pass of the model; the NLL of the second window's 6
+    out = model.features(p, jnp.asarray(data_TxB[:2 * BPTT]), carry0)
+    return jnp.mean(model.nll(p, out.features_TxBxH, jnp.asarray(data_TxB[1:2 * BPTT + 1]))[BPTT:])
 
-  full = jax.grad(loss_through_both)(params)
+  np.testing.assert_allclose(full_bptt(params), loss_w2(params, carry1), rtol=1e-6)  # the same loss value
+  full = jax.grad(full_bptt)(params)
   for name in params:
     np.testing.assert_allclose(step_grads[name], truncated[name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(chained[name], truncated[name], rtol=1e-5, atol=1e-7)
   assert not np.allclose(full["layer_0_w_hh"], truncated["layer_0_w_hh"], rtol=1e-3, atol=1e-6)
 
 
@@ -158,3 +161,41 @@ def test_fused_decoder_nll_and_its_gradients_match_the_plain_definition_in_float
   np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
   for got, want in zip(grads, expected_grads):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_word_language_model_dropout_placement_and_scaling():
+  """The reference's dropout: on the output (kept units scaled 1/(1-p), a fresh mask per position), on the
+  embedding (a 1-layer model's raw output changes), never on the carried state, and none in evaluation."""
+  p = 0.5
+  model = RNNModel(vocab_size=V, cell="lstm", emsize=8, nhid=64, nlayers=1, dropout=p)
+  params = model.init_params(4)
+  tokens_TxB = jnp.asarray(stream(BPTT * 32).reshape(BPTT, 32))
+  carry0 = model.init_carry(32)
+  train = model.features(params, tokens_TxB, carry0, train=True, rng=jax.random.PRNGKey(1))
+  evaluation = model.features(params, tokens_TxB, carry0)
+  plain = RNNModel(vocab_size=V, cell="lstm", emsize=8, nhid=64, nlayers=1, dropout=0.0)
+  np.testing.assert_array_equal(evaluation.features_TxBxH, plain.features(params, tokens_TxB, carry0).features_TxBxH)
+
+  out_TxBxH, raw_TxBxH = np.asarray(train.features_TxBxH), np.asarray(train.aux["top_raw_TxBxH"])
+  dropped = out_TxBxH == 0
+  assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / dropped.size)
+  np.testing.assert_allclose(out_TxBxH[~dropped], raw_TxBxH[~dropped] / (1 - p), rtol=1e-6)
+  assert 0 < np.all(dropped, axis=0).mean() < 0.1  # per position (p^T = 1/64 of units), not one mask (p)
+  # The embedding was dropped too: the layer's raw output differs from evaluation's.
+  assert not np.allclose(raw_TxBxH, np.asarray(evaluation.aux["top_raw_TxBxH"]), atol=1e-3)
+  # The carried state is the layer's own (raw) state: its h is the last raw output, never a dropped one.
+  np.testing.assert_array_equal(np.asarray(train.carry[0][0]), raw_TxBxH[-1])
+
+
+def test_sum_over_time_through_the_train_step_is_length_times_the_mean_gradient():
+  model = tiny_model()
+  params = model.init_params(5)
+  split = put_on_device(stream(B * 10), B, BPTT)
+  carry0 = model.init_carry(B)
+  changes = {}
+  for reduction in ("mean", "sum_over_time"):
+    step = steps.make_train_step(model, sgd_lr1_no_clip(), BPTT, reduction=reduction)
+    new_state, metrics = step(train_state(model, params, carry0, 0), steps.WindowAt(0, 5), split.padded_TxB)
+    changes[reduction] = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b), new_state.params, params)
+  for name in params:  # T = 5 valid steps
+    np.testing.assert_allclose(changes["sum_over_time"][name], 5 * changes["mean"][name], rtol=2e-3, atol=1e-7)
