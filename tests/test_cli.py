@@ -90,8 +90,8 @@ def test_train_evaluate_generate_and_their_errors(tmp_path):
                         r"already holds a run; pass --resume to continue it, --overwrite to replace it")
   assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.cell=lsmt", f"--workdir={workdir}"),
                         r"unknown cell 'lsmt'; use one of lstm, gru, rnn_tanh, rnn_relu")
-  assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.tied=True", "--config.model.emsize=8",
-                               f"--workdir={workdir}"), r"a tied model needs nhid == emsize")
+  assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.dropouti=0.3", f"--workdir={workdir}"),
+                        r"config.model.dropouti is AWD-LSTM's locked dropout; pass --config.model.locked_dropout=True")
   other = tmp_path / "other"
   other.mkdir()
   for split in ("train", "valid", "test"):
@@ -126,9 +126,12 @@ def console_script(command: str) -> str:
 @pytest.mark.parametrize("command, own_flags", [
     ("train", ["--config", "--workdir", "--[no]resume", "--[no]overwrite", "--[no]distributed",
                "--coordinator_address", "--num_processes", "--process_id"]),
-    ("evaluate", ["--workdir", "--split", "--data_dir", "--batch_size"]),
+    ("evaluate", ["--workdir", "--split", "--data_dir", "--batch_size", "--cache_preset", "--cache_window",
+                  "--cache_theta", "--cache_lambda", "--[no]cache_search", "--[no]dynamic_eval", "--dynamic_rule",
+                  "--dynamic_lr", "--dynamic_lamb", "--dynamic_epsilon", "--dynamic_bptt", "--dynamic_stats_batch",
+                  "--dynamic_stats_segments"]),
     ("generate", ["--workdir", "--words", "--temperature", "--top_k", "--prompt", "--seed", "--output"]),
-    ("import", ["--checkpoint", "--data_dir", "--workdir", "--cell", "--[no]overwrite"]),
+    ("import", ["--checkpoint", "--data_dir", "--workdir", "--cell", "--nhead", "--[no]overwrite"]),
 ])
 def test_help_lists_the_commands_own_flags(command, own_flags):
   result = subprocess.run([console_script(command), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
