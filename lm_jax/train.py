@@ -108,6 +108,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   state, progress = loop.start(resuming)
   workdir_lib.claim(workdir, config, overwrite)
   loop.report.open_metrics(workdir, resumed_at=progress.step if resuming else None)
+  if config.finetune_from and not resuming:
+    loop.save_starting_point(state, progress)
   try:
     with parallel.StopSignal() as stop:
       while progress.epochs_done < config.epochs and not progress.converged:
@@ -174,6 +176,12 @@ class _Loop:
     self.report.line(f"| fine-tuning {self.config.finetune_from}'s best model (valid ppl "
                      f"{optim.perplexity(progress.best_val_loss):.2f}) with averaged SGD from the first step")
     return state, progress
+
+  def save_starting_point(self, state: TrainState, progress: Progress) -> None:
+    """Fine-tuning's `best` until an epoch beats it: the model it started from (the reference's finetune.py
+    overwrites that model's own file only on improvement, and tests whatever the file holds at the end)."""
+    self._save(checkpoints.BEST, 0, {"params": state.params},
+               {**self.meta, "epoch": 0, "val_loss": progress.best_val_loss})
 
   def epoch_windows(self, epoch: int) -> list[WindowAt]:
     """The epoch's windows: fixed bptt, or drawn (variable BPTT) from the seed and the epoch number, so

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import optim, steps
+from lm_jax import checkpoints, optim, steps
 from lm_jax.config import reference_config
 from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
 from lm_jax.errors import UserError
@@ -304,3 +304,38 @@ def test_a_model_config_written_before_the_awd_fields_loads_with_their_defaults(
   model = model_from_config(old, 30)
   assert model == RNNModel(vocab_size=30, cell="gru", emsize=8, nhid=8, nlayers=2, dropout=0.1)
   assert (model.locked_dropout, model.wdrop, model.dropoute) == (False, 0.0, 0.0)
+
+
+def awd_tiny(**overrides) -> ml_collections.ConfigDict:
+  """The AWD recipe on the tiny synthetic corpus, switching to averaging early (nonmono 1)."""
+  c = tiny_config(**{"epochs": 4, "bptt": 8, "variable_bptt": True, "ar_alpha": 2.0, "tar_beta": 1.0, **overrides})
+  c.model.update(nlayers=2, emsize=12, nhid=16, tied=True, **AWD_DROPOUT)
+  c.optim.update(name="nt_asgd", lr=30.0, weight_decay=1.2e-6, schedule="when", nonmono=1)
+  return c
+
+
+def test_nt_asgd_resumes_exactly_across_the_switch_and_fine_tuning_starts_from_the_best_model(tmp_path, capsys):
+  import json
+
+  from lm_jax import trained
+
+  straight = train_and_evaluate(awd_tiny(), str(tmp_path / "straight"))
+  log = capsys.readouterr().out
+  assert "switching to averaged SGD" in log and "end of epoch   2" in log.split("switching")[0]  # after epoch 2+
+  with open(tmp_path / "straight" / "metrics.jsonl") as f:
+    epochs = [json.loads(line) for line in f if '"epoch"' in line and "valid_loss" in line]
+  assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+  train_and_evaluate(awd_tiny(epochs=2), str(tmp_path / "resumed"))
+  resumed = train_and_evaluate(awd_tiny(), str(tmp_path / "resumed"), resume=True)
+  assert resumed == straight  # the averaging state and the validation history are in the checkpoint
+  jax.tree.map(np.testing.assert_array_equal, trained.load(str(tmp_path / "straight")).params,
+               trained.load(str(tmp_path / "resumed")).params)
+
+  # Fine-tuning starts from the source's best model and its validation loss: never ends worse than that.
+  source = trained.load(str(tmp_path / "straight"))
+  finetuned = train_and_evaluate(awd_tiny(epochs=2, finetune_from=str(tmp_path / "straight")),
+                                 str(tmp_path / "finetune"))
+  assert finetuned["valid_loss"] <= straight["valid_loss"] + 1e-9
+  start = trained.load(str(tmp_path / "finetune"), checkpoints.BEST)
+  if finetuned["valid_loss"] == straight["valid_loss"]:  # no epoch beat it: the best is the model it started from
+    jax.tree.map(np.testing.assert_array_equal, start.params, source.params)
