@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 from lm_jax.config import reference_config
@@ -21,6 +22,16 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     node, _, field = key.rpartition(".")
     (c[node] if node else c)[field] = value
   return c
+
+
+def token_ids(num_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
+  """A stream with something to learn: each word is followed by one of its 3 fixed successors."""
+  rng = np.random.default_rng(seed)
+  successors_Vx3 = rng.integers(vocab_size, size=(vocab_size, 3))
+  ids = np.zeros(num_tokens, np.int32)
+  for t, choice in enumerate(rng.integers(3, size=num_tokens - 1), 1):
+    ids[t] = successors_Vx3[ids[t - 1], choice]
+  return ids
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from lm_jax import config as config_lib, convert, optim, steps, trained  # noqa:
 from lm_jax.data.batching import put_on_device, window_bounds  # noqa: E402
 from lm_jax.data.sources import corpus_from_lines, read_directory  # noqa: E402
 from lm_jax.errors import UserError  # noqa: E402
+from tests.conftest import token_ids  # noqa: E402
 from lm_jax.evaluate import Evaluator  # noqa: E402
 from lm_jax.models.rnn_model import RNNModel  # noqa: E402
 from torch_reference import word_language_model as torch_reference  # noqa: E402
@@ -60,16 +61,6 @@ def jax_model(imported: RNNModel) -> RNNModel:
 
 def as_tuple(hidden) -> tuple:
   return hidden if isinstance(hidden, tuple) else (hidden,)
-
-
-def token_ids(num_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
-  """A stream with something to learn: each word is followed by one of its 3 fixed successors."""
-  rng = np.random.default_rng(seed)
-  successors_Vx3 = rng.integers(vocab_size, size=(vocab_size, 3))
-  ids = np.zeros(num_tokens, np.int32)
-  for t, choice in enumerate(rng.integers(3, size=num_tokens - 1), 1):
-    ids[t] = successors_Vx3[ids[t - 1], choice]
-  return ids
 
 
 def window_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32,

@@ -25,7 +25,7 @@ from lm_jax.models.rnn_model import RNNModel
 from lm_jax.models import transformer_convert
 from lm_jax.models.transformer import TransformerModel
 from lm_jax.train import train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, token_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,16 +37,6 @@ def needs_torch():
 def rel_err(a, b) -> float:
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def token_ids(num_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
-  """A stream with something to learn: each word is followed by one of its 3 fixed successors."""
-  rng = np.random.default_rng(seed)
-  successors_Vx3 = rng.integers(vocab_size, size=(vocab_size, 3))
-  ids = np.zeros(num_tokens, np.int32)
-  for t, choice in enumerate(rng.integers(3, size=num_tokens - 1), 1):
-    ids[t] = successors_Vx3[ids[t - 1], choice]
-  return ids
 
 
 def torch_transformer(nlayers: int, vocab_size: int = 50, emsize: int = 16, nhid: int = 24, seed: int = 0,

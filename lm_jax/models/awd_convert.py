@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.models import layout
 from lm_jax.models.cells import CELLS
 from lm_jax.models.rnn_model import RNNModel, layer_sizes
 
@@ -100,12 +101,9 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
   model = infer_model(state_dict)
   if cell is not None and cell.lower() != model.cell:
     raise UserError(f"--cell={cell.upper()} but the checkpoint holds a {model.cell.upper()}; omit --cell")
-  params = {param: (state_dict[name].T if _transposed(name) else np.asarray(state_dict[name]))
-            for name, (param, _) in reference_layout(model).items()}
-  return model, params
+  return model, layout.params_from(state_dict, reference_layout(model), _transposed)
 
 
 def export_state_dict(model: RNNModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters -> an awd-lstm-lm state_dict, as C-ordered numpy arrays."""
-  return {name: np.array(np.asarray(params[param]).T if _transposed(name) else np.asarray(params[param]), order="C")
-          for name, (param, _) in reference_layout(model).items()}
+  return layout.state_dict_from(params, reference_layout(model), _transposed)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.models import layout
 from lm_jax.models.cells import CELLS
 from lm_jax.models.rnn_model import RNNModel
 
@@ -112,18 +113,9 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
   if nhead is not None:
     raise UserError(f"--nhead={nhead} is a TransformerModel's, but the checkpoint is an RNNModel; omit --nhead")
   model = infer_model(state_dict, cell)
-  params = {}
-  for name, (param_name, _) in reference_layout(model).items():
-    tensor = np.asarray(state_dict[name])
-    # A tied decoder.weight maps to the embedding too; it was checked equal, so either copy will do.
-    params[param_name] = tensor.T if _transposed(name) else tensor
-  return model, params
+  return model, layout.params_from(state_dict, reference_layout(model), _transposed)
 
 
 def export_state_dict(model: RNNModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters of `model` -> the reference's state_dict, as C-ordered numpy arrays."""
-  state_dict = {}
-  for name, (param_name, _) in reference_layout(model).items():
-    array = np.asarray(params[param_name])
-    state_dict[name] = np.array(array.T if _transposed(name) else array, order="C")
-  return state_dict
+  return layout.state_dict_from(params, reference_layout(model), _transposed)

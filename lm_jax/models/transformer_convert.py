@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.models import layout
 from lm_jax.models.transformer import REFERENCE_MAX_LEN, TransformerModel, sinusoids
 
 KIND = TransformerModel.kind
@@ -109,11 +110,7 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
     raise UserError(f"--cell={cell} names an RNNModel's cell, but the checkpoint is a TransformerModel; "
                     "omit --cell")
   model = infer_model(state_dict, nhead)
-  params = {}
-  for name, (param_name, _) in reference_layout(model).items():
-    tensor = np.asarray(state_dict[name])
-    params[param_name] = tensor.T if _transposed(name) else tensor
-  return model, params
+  return model, layout.params_from(state_dict, reference_layout(model), _transposed)
 
 
 def export_state_dict(model: TransformerModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -124,9 +121,8 @@ def export_state_dict(model: TransformerModel, params: Mapping[str, Any]) -> dic
                     "equivalent there; export a model trained with --config.model.pre_norm=False and "
                     "--config.model.memory=0")
   state_dict = {}
-  for name, (param_name, _) in reference_layout(model).items():
-    if name == "input_emb.weight":
+  for name, array in layout.state_dict_from(params, reference_layout(model), _transposed).items():
+    if name == "input_emb.weight":  # the reference's fixed pe buffer comes just before it
       state_dict[PE] = positional_table(model.emsize)
-    array = np.asarray(params[param_name])
-    state_dict[name] = np.array(array.T if _transposed(name) else array, order="C")
+    state_dict[name] = array
   return state_dict
