@@ -339,3 +339,26 @@ def test_nt_asgd_resumes_exactly_across_the_switch_and_fine_tuning_starts_from_t
   start = trained.load(str(tmp_path / "finetune"), checkpoints.BEST)
   if finetuned["valid_loss"] == straight["valid_loss"]:  # no epoch beat it: the best is the model it started from
     jax.tree.map(np.testing.assert_array_equal, start.params, source.params)
+
+
+def test_adam_with_l2_weight_decay_matches_torch(torch_awd):
+  """`optim.name = "adam"`: torch.optim.Adam(weight_decay) as AWD-LSTM's --optimizer adam, masks on."""
+  torch, awd_lstm, reference, model, params = torch_awd
+  config = awd_config(**{"optim.name": "adam", "optim.lr": 1e-3, "optim.schedule": "plateau",
+                         "optim.weight_decay": 0.1})  # large enough that decoupled decay would not pass
+  ids = np.random.default_rng(8).integers(V, size=B * 60).astype(np.int32)
+  split = put_on_device(ids, B, 8)
+  optimizer = optim.make_optimizer(config.optim)
+  train_step = steps.make_train_step(model, optimizer, 8, terms=regularisers(config))
+  state = steps.TrainState(params, optimizer.init(params), model.init_carry(B), jax.random.PRNGKey(3), jnp.int32(0))
+  data_TxB = torch.from_numpy(batchify(ids, B)).long()
+  torch_opt = torch.optim.Adam(reference.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+  hidden = reference.init_hidden(B)
+  for step, start in enumerate(range(0, 48, 8)):
+    masks = awd_lstm.masks_from_jax(step_masks(model, jax.random.PRNGKey(3), step))
+    state, metrics = train_step(state, steps.WindowAt(start, 8), split.padded_TxB)
+    loss, hidden = awd_lstm.train_step(reference, torch_opt, data_TxB[start:start + 8], data_TxB[start + 1:start + 9],
+                                       hidden, masks, config.ar_alpha, config.tar_beta, config.optim.clip)
+    assert abs(float(metrics["loss"]) - loss) < 1e-4
+  final = awd_convert.export_state_dict(model, state.params)
+  assert max(rel_err(final[n], t.numpy()) for n, t in reference.state_dict().items()) < 1e-4
