@@ -45,7 +45,7 @@ TORCH_SKIPS = os.environ.get("LM_JAX_TORCH_SKIPS")
 
 
 def _record_torch_skip(report) -> None:
-  if TORCH_SKIPS and report.skipped and "torch" in str(report.longrepr):
+  if TORCH_SKIPS and report.skipped and "torch" in str(report.longrepr).lower():
     with open(TORCH_SKIPS, "a") as f:
       f.write(report.nodeid + "\n")
 
