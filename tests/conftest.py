@@ -34,6 +34,28 @@ def token_ids(num_tokens: int, vocab_size: int, seed: int) -> np.ndarray:
   return ids
 
 
+def reference_training_losses(model, params, config: ml_collections.ConfigDict, ids: np.ndarray):
+  """lm_jax's side of the 20-step fidelity runs: the train step over every window of `ids` at the config's
+  batch, bptt and optimiser, dropout key 0, from a zero carry. Returns the per-window losses and the final
+  parameters."""
+  import jax
+  import jax.numpy as jnp
+
+  from lm_jax import optim, steps
+  from lm_jax.data.batching import put_on_device, window_bounds
+
+  optimizer = optim.make_optimizer(config.optim)
+  train_step = steps.make_train_step(model, optimizer, config.bptt)
+  split = put_on_device(ids, config.batch_size, config.bptt, "train")
+  state = steps.TrainState(params, optimizer.init(params), model.init_carry(config.batch_size), jax.random.PRNGKey(0),
+                           jnp.int32(0))
+  losses = []
+  for start, length in window_bounds(split.rows, config.bptt):
+    state, metrics = train_step(state, steps.WindowAt(start, length), split.padded_TxB)
+    losses.append(float(metrics["loss"]))
+  return losses, state.params
+
+
 @pytest.fixture
 def tiny():
   return tiny_config

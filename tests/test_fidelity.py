@@ -17,11 +17,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the fidelity tests compare with PyTorch: pip install 'lm_jax[torch]'")
 
-from lm_jax import config as config_lib, convert, optim, steps, trained  # noqa: E402
-from lm_jax.data.batching import put_on_device, window_bounds  # noqa: E402
+from lm_jax import config as config_lib, convert, trained  # noqa: E402
+from lm_jax.data.batching import put_on_device  # noqa: E402
 from lm_jax.data.sources import corpus_from_lines, read_directory  # noqa: E402
 from lm_jax.errors import UserError  # noqa: E402
-from tests.conftest import token_ids  # noqa: E402
+from tests.conftest import reference_training_losses, token_ids  # noqa: E402
 from lm_jax.evaluate import Evaluator  # noqa: E402
 from lm_jax.models.rnn_model import RNNModel  # noqa: E402
 from torch_reference import word_language_model as torch_reference  # noqa: E402
@@ -138,19 +138,11 @@ def training_run(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch
   shape, params = convert.import_state_dict(numpy_state_dict(reference), cell)
   model = jax_model(shape)
 
-  optimizer = optim.make_optimizer(config.optim)
-  train_step = steps.make_train_step(model, optimizer, config.bptt)
-  split = put_on_device(ids, config.batch_size, config.bptt, "train")
-  state = steps.TrainState(params, optimizer.init(params), model.init_carry(config.batch_size), jax.random.PRNGKey(0),
-                           jnp.int32(0))
-  losses = []
-  for start, length in window_bounds(split.rows, config.bptt):
-    state, metrics = train_step(state, steps.WindowAt(start, length), split.padded_TxB)
-    losses.append(float(metrics["loss"]))
+  losses, final_params = reference_training_losses(model, params, config, ids)
 
   data_TxB = torch_reference.batchify(torch.from_numpy(ids).long(), config.batch_size)
   expected_losses = torch_reference.train(reference, data_TxB, config.bptt, config.optim.lr, config.optim.clip)
-  return losses, expected_losses, convert.export_state_dict(model, state.params), numpy_state_dict(reference)
+  return losses, expected_losses, convert.export_state_dict(model, final_params), numpy_state_dict(reference)
 
 
 def training_errors(cell: str, nlayers: int, tied: bool, dtype: torch.dtype = torch.float32) -> tuple[float, float]:

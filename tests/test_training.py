@@ -8,6 +8,7 @@ import math
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -220,7 +221,7 @@ def lrs_applied(tmp_path, c, epochs_first: int) -> tuple[list[float], list[float
   return lrs, valid_losses
 
 
-def one_window_sgd_config(**optim) -> "ml_collections.ConfigDict":
+def one_window_sgd_config(**optim) -> ml_collections.ConfigDict:
   c = tiny_config(**{"epochs": 4, "optim.clip": 1e9, **{f"optim.{k}": v for k, v in optim.items()}})
   c.data.synthetic.train_tokens = 8 * 11  # 11 rows of 8 columns: one window of 10 an epoch
   return c

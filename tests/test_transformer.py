@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, config as config_lib, convert, optim, steps, trained
-from lm_jax.data.batching import put_on_device, window_bounds
+from lm_jax import checkpoints, config as config_lib, convert, trained
+from lm_jax.data.batching import put_on_device
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator
 from lm_jax.generate import generate, sample_word, sampling_logits
@@ -25,7 +25,7 @@ from lm_jax.models.rnn_model import RNNModel
 from lm_jax.models import transformer_convert
 from lm_jax.models.transformer import TransformerModel
 from lm_jax.train import train_and_evaluate
-from tests.conftest import tiny_config, token_ids
+from tests.conftest import reference_training_losses, tiny_config, token_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,20 +94,12 @@ def training_errors(nlayers: int, lr: float, dtype_name: str = "float32") -> tup
   # Both float32 tables round some sines differently in the last bit (6e-8); at lr 20 in float64 that is
   # the largest difference left, so the reference gets lm_jax's table.
   reference.pos_encoder.pe.copy_(torch.from_numpy(transformer_convert.positional_table(32)))
-  optimizer = optim.make_optimizer(config.optim)
-  train_step = steps.make_train_step(model, optimizer, config.bptt)
-  split = put_on_device(ids, config.batch_size, config.bptt, "train")
-  state = steps.TrainState(params, optimizer.init(params), model.init_carry(config.batch_size),
-                           jax.random.PRNGKey(0), jnp.int32(0))
-  losses = []
-  for start, length in window_bounds(split.rows, config.bptt):
-    state, metrics = train_step(state, steps.WindowAt(start, length), split.padded_TxB)
-    losses.append(float(metrics["loss"]))
+  losses, final_params = reference_training_losses(model, params, config, ids)
   data_TxB = torch_reference.batchify(torch.from_numpy(ids).long(), config.batch_size)
   expected_losses = torch_reference.train(reference, data_TxB, config.bptt, config.optim.lr, config.optim.clip)
   assert len(losses) == len(expected_losses) == 20
   assert abs(expected_losses[-1] - expected_losses[0]) > 0.1  # the steps did move the model
-  state_dict = convert.export_state_dict(model, state.params)
+  state_dict = convert.export_state_dict(model, final_params)
   return (float(np.max(np.abs(np.subtract(losses, expected_losses)))),
           max(rel_err(state_dict[name], expected) for name, expected in numpy_state_dict(reference).items()))
 

@@ -72,7 +72,7 @@ def infer_model(state_dict: Mapping[str, np.ndarray]) -> RNNModel:
                     "cell has (LSTM 4, GRU 3); import an awd-lstm-lm RNNModel")
   decoder = state_dict["decoder.weight"]
   tied = decoder.shape == (vocab_size, emsize) and np.array_equal(decoder, state_dict["encoder.weight"])
-  wdrop = 0.5 if f"rnns.0.module.weight_hh_l0_raw" in state_dict else 0.0
+  wdrop = 0.5 if "rnns.0.module.weight_hh_l0_raw" in state_dict else 0.0
   model = RNNModel(vocab_size, CELL_BY_GATES[gates_x_hid // nhid], emsize, nhid, nlayers, tied=tied,
                    locked_dropout=True, wdrop=wdrop, **MAIN_PY_DROPOUT)
   sizes = [state_dict[_hh_name(state_dict, k)].shape[1] for k in range(nlayers)]
