@@ -64,11 +64,6 @@ def put(x: Any, mesh: Mesh, spec: P) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, x[local], x.shape)
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Every leaf of `tree` as an array held whole by every device of `mesh`."""
-  return jax.tree.map(lambda x: put(x, mesh, REPLICATED), tree)
-
-
 def put_tree(tree: Any, mesh: Mesh, specs: Any) -> Any:
   """`tree` on `mesh`, each subtree laid out by its entry of `specs` (a prefix of `tree`)."""
   return jax.tree.map(lambda spec, subtree: jax.tree.map(lambda x: put(x, mesh, spec), subtree), specs, tree)
