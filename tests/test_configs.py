@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import pytest
 from absl import flags
@@ -19,11 +20,21 @@ def test_the_shipped_configs_are_found():
   assert {os.path.basename(p) for p in CONFIG_FILES} >= {"default.py", "quickstart.py", "ptb_small.py"}
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_shipped_config_loads_through_config_flags_and_validates(path):
+def docstring_config_arguments() -> list[str]:
+  """Each file on its own, plus every `--config=configs/NAME.py:RECIPE` its docstring's run commands name."""
+  arguments = []
+  for path in CONFIG_FILES:
+    with open(path) as f:
+      recipes = re.findall(rf"--config=configs/{re.escape(os.path.basename(path))}:(\w+)", f.read())
+    arguments += [path] + [f"{path}:{recipe}" for recipe in dict.fromkeys(recipes)]
+  return arguments
+
+
+@pytest.mark.parametrize("argument", docstring_config_arguments(), ids=os.path.basename)
+def test_shipped_config_loads_through_config_flags_and_validates(argument):
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True)
-  flag_values(["lm-jax-train", f"--config={path}"])
+  flag_values(["lm-jax-train", f"--config={argument}"])
   config = flag_values.config
   config_lib.validate(config)
   assert config.data.source in ("dir", "hub", "synthetic")
