@@ -1,4 +1,5 @@
-"""One measurement in a fresh process: `python -m benchmarks.worker '<json spec>'` prints one JSON line.
+"""One measurement in a fresh process: `python -m benchmarks.worker '<json spec>'` prints one JSON line;
+`call_worker(spec)` runs one from the benchmark commands.
 
 A process per measurement keeps the frameworks apart (their thread pools, allocators and peak
 resident memory), and only the framework measured is imported.
@@ -7,13 +8,37 @@ resident memory), and only the framework measured is imported.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
+
+from lm_jax.errors import UserError
 
 from benchmarks.measure import measure
 from benchmarks.shapes import Shape
 
+REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = {"lm_jax": "benchmarks.jax_workload", "pytorch": "benchmarks.torch_workload"}
+
+
+def progress(message: str) -> None:
+  print(f"| {message}", file=sys.stderr, flush=True)
+
+
+def require_torch() -> None:
+  if importlib.util.find_spec("torch") is None:
+    raise UserError("PyTorch is not installed and every figure is relative to it; pip install -e '.[torch]'")
+
+
+def call_worker(spec: dict) -> dict:
+  """Runs this module in a fresh process; its stderr passes through, its last stdout line is the result."""
+  done = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(spec)], cwd=REPO,
+                        stdout=subprocess.PIPE, text=True)
+  if done.returncode:
+    raise UserError(f"the {spec['task']} worker failed with exit status {done.returncode}; its error is above")
+  return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(spec: dict) -> dict:
