@@ -21,6 +21,7 @@ from benchmarks.shapes import Shape
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = {"lm_jax": "benchmarks.jax_workload", "pytorch": "benchmarks.torch_workload"}
+LOOPS = {"lm_jax": "benchmarks.jax_loop", "pytorch": "benchmarks.torch_loop"}  # the whole training loop
 
 
 def progress(message: str) -> None:
@@ -42,15 +43,19 @@ def call_worker(spec: dict) -> dict:
 
 
 def run(spec: dict) -> dict:
-  """spec: {"task": "machine", "matmul_n": N} or {"task": FRAMEWORK, "shape": {...}, "breakdown": bool}."""
+  """spec: {"task": "machine", "matmul_n": N}, {"task": FRAMEWORK, "shape": {...}, "breakdown": bool} or
+  {"task": "whole_loop", "framework": FRAMEWORK, "loop": {...}} (benchmarks/whole_loop.py)."""
   if spec["task"] == "machine":
     from benchmarks import machine
     return machine.describe(spec["matmul_n"])
-  shape = Shape(**spec["shape"])
-  if spec["task"] == "lm_jax":
+  framework = spec.get("framework", spec["task"])
+  if framework == "lm_jax":
     from lm_jax import runtime
     runtime.reuse_freed_memory()  # as lm_jax's commands do, before JAX starts its threads
-  result = measure(importlib.import_module(FRAMEWORKS[spec["task"]]).build(shape), shape)
+  if spec["task"] == "whole_loop":
+    return importlib.import_module(LOOPS[framework]).run(**spec["loop"])
+  shape = Shape(**spec["shape"])
+  result = measure(importlib.import_module(FRAMEWORKS[framework]).build(shape), shape)
   if spec.get("breakdown"):
     from benchmarks import breakdown
     result["breakdown"] = breakdown.step_breakdown(shape, result["train_ms"])
