@@ -6,8 +6,7 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from absl import logging
-
+from benchmarks import plots
 from benchmarks.breakdown import DERIVATION
 from benchmarks.flops import FORMULA, train_step_flops
 from benchmarks.shapes import Shape
@@ -24,7 +23,7 @@ def summarise(shape: Shape, runs: dict[str, list[dict]]) -> dict:
   """One config: its runs per framework, medians over rounds, ratios per (lm_jax, PyTorch) pair."""
   breakdown = runs["lm_jax"][0].pop("breakdown")
   flops = train_step_flops(shape)
-  medians = {framework: _medians(framework_runs) for framework, framework_runs in runs.items()}
+  medians = {framework: median_values(framework_runs) for framework, framework_runs in runs.items()}
   ratios = {name: [jax_run[key] / torch_run[key] for jax_run, torch_run in zip(runs["lm_jax"], runs["pytorch"])]
             for name, key in RATIOS.items()}
   return {
@@ -36,7 +35,7 @@ def summarise(shape: Shape, runs: dict[str, list[dict]]) -> dict:
   }
 
 
-def _medians(runs: list[dict]) -> dict[str, float]:
+def median_values(runs: list[dict]) -> dict[str, float]:
   numeric = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
   return {key: statistics.median(run[key] for run in runs) for key in numeric}
 
@@ -65,20 +64,31 @@ def targets(configs: list[dict]) -> list[dict]:
   ]
 
 
-def markdown(results: dict) -> str:
-  machine, configs = results["machine"], results["configs"]
-  versions = " · ".join(f"{name} {version}" for name, version in machine["versions"].items())
-  torch_device = configs[0]["runs"]["pytorch"][0]["device"]
-  lines = [
-      f"# lm_jax vs PyTorch: {machine['name']}",
-      "",
+def machine_lines(results: dict, torch_device: str) -> list[str]:
+  """A report's opening: date, both frameworks' devices, CPU, library versions and the matmul ceiling."""
+  machine = results["machine"]
+  return [
       f"{results['date']} · JAX device {machine['device_kind']} ({machine['platform']}) · PyTorch device "
       f"{torch_device} · CPU {machine['cpu']} x {machine['cpu_count']}",
       "",
-      versions,
+      " · ".join(f"{name} {version}" for name, version in machine["versions"].items()),
       "",
       f"fp32 matmul ceiling ({machine['matmul_n']}² @ {machine['matmul_n']}², best of 5): jax "
       f"{machine['jax_matmul_gflops']:.1f} GFLOP/s, numpy {machine['numpy_matmul_gflops']:.1f} GFLOP/s.",
+  ]
+
+
+def targets_lines(targets: list[dict]) -> list[str]:
+  return (["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+          + [f"| {t['target']} | {t['measured'] or '-'} | {_verdict(t['met'])} |" for t in targets])
+
+
+def markdown(results: dict) -> str:
+  machine, configs = results["machine"], results["configs"]
+  lines = [
+      f"# lm_jax vs PyTorch: {machine['name']}",
+      "",
+      *machine_lines(results, configs[0]["runs"]["pytorch"][0]["device"]),
       "",
       f"Each config ran {results['rounds']} round(s) of one lm_jax worker process then one PyTorch worker process; "
       "every ratio is lm_jax's throughput over PyTorch's within one round, and the median is over rounds. "
@@ -86,8 +96,7 @@ def markdown(results: dict) -> str:
   ]
   if results["quick"]:
     lines += ["", "**Quick smoke-test shapes: these timings mean nothing.**"]
-  lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-  lines += [f"| {t['target']} | {t['measured'] or '-'} | {_verdict(t['met'])} |" for t in results["targets"]]
+  lines += ["", *targets_lines(results["targets"])]
 
   lines += ["", "## Training step (clip 0.25 + SGD lr 20)", "",
             "| cell | size | model | ms/step lm_jax | ms/step PyTorch | tokens/s lm_jax | tokens/s PyTorch "
@@ -161,32 +170,7 @@ def _verdict(met: bool | None) -> str:
 
 def plot(results: dict, path: Path) -> bool:
   """Grouped bars of ms per train step, lm_jax vs PyTorch per cell, one panel per size."""
-  try:
-    import matplotlib
-  except ImportError:
-    logging.warning("matplotlib is not installed, so no plot; `pip install matplotlib` to get %s", path.name)
-    return False
-  matplotlib.use("Agg")  # files only, no display needed
-  from matplotlib import pyplot as plt
-
-  sizes = list(dict.fromkeys(c["size"] for c in results["configs"]))
-  figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
-  width = 0.4
-  for axis, size in zip(axes[0], sizes):
-    configs = [c for c in results["configs"] if c["size"] == size]
-    for i, (framework, label) in enumerate(FRAMEWORKS.items()):
-      positions = [k + (i - 0.5) * width for k in range(len(configs))]
-      axis.bar(positions, [c["median"][framework]["train_ms"] for c in configs], width, label=label)
-    for k, c in enumerate(configs):  # lm_jax's median speedup over each pair of bars
-      top = max(c["median"][framework]["train_ms"] for framework in FRAMEWORKS)
-      axis.annotate(f"{c['median_ratio']['train']:.2f}x", (k, top), ha="center", va="bottom")
-    axis.set_xticks(range(len(configs)), [c["cell"] for c in configs])
-    axis.set_title(size)
-    axis.margins(y=0.15)  # room for the speedup labels
-    axis.set_ylabel("ms per train step (lower is faster)")
-  axes[0][0].legend(loc="lower left")  # below the speedup labels
-  figure.suptitle(results["machine"]["name"])
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  return True
+  sizes = dict.fromkeys(c["size"] for c in results["configs"])
+  panels = {size: [(c["cell"], {label: c["median"][framework]["train_ms"] for framework, label in FRAMEWORKS.items()},
+                    c["median_ratio"]["train"]) for c in results["configs"] if c["size"] == size] for size in sizes}
+  return plots.time_bars(panels, "ms per train step (lower is faster)", results["machine"]["name"], path)

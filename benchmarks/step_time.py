@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
-import json
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 from absl import flags
 
@@ -26,11 +20,11 @@ from lm_jax.config import reference_config
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 
-from benchmarks import report
+from benchmarks import output, report
 from benchmarks.flops import FORMULA
 from benchmarks.shapes import SIZES, make_shape
+from benchmarks.worker import call_worker, progress, require_torch
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARK_SIZES = [size for size in SIZES if size != "quick"]
 
 flags.DEFINE_list("cells", list(CELLS), f"cells to measure, of {', '.join(CELLS)}")
@@ -43,19 +37,6 @@ flags.DEFINE_string("output_dir", None, "where the report goes (default benchmar
 flags.DEFINE_bool("include_large", False, "measure the large size on a CPU too (slow)")
 flags.DEFINE_bool("quick", False, "smoke test: tiny shapes, one round, a few steps; the timings mean nothing")
 FLAGS = flags.FLAGS
-
-
-def progress(message: str) -> None:
-  print(f"| {message}", file=sys.stderr, flush=True)
-
-
-def call_worker(spec: dict) -> dict:
-  """Runs benchmarks.worker in a fresh process; its stderr passes through, its last stdout line is the result."""
-  done = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(spec)], cwd=REPO,
-                        stdout=subprocess.PIPE, text=True)
-  if done.returncode:
-    raise UserError(f"the {spec['task']} worker failed with exit status {done.returncode}; its error is above")
-  return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def chosen_sizes(platform: str) -> list[str]:
@@ -74,8 +55,7 @@ def check_flags() -> None:
       raise UserError(f"unknown {name} {', '.join(unknown)}; use some of {', '.join(allowed)}")
   if FLAGS.rounds < 1 or (FLAGS.steps is not None and FLAGS.steps < 1):
     raise UserError("--rounds and --steps must be >= 1")
-  if importlib.util.find_spec("torch") is None:
-    raise UserError("PyTorch is not installed and every figure is relative to it; pip install -e '.[torch]'")
+  require_torch()
 
 
 def measure_config(cell: str, size: str, rounds: int) -> dict:
@@ -104,17 +84,8 @@ def main(argv: list[str]) -> None:
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "rounds": rounds, "machine": machine, "flops_formula": FORMULA,
              "configs": configs, "targets": report.targets(configs)}
-
-  output_dir = Path(FLAGS.output_dir or (tempfile.mkdtemp(prefix="lm_jax_bench_") if FLAGS.quick
-                                         else REPO / "benchmarks" / "results"))
-  output_dir.mkdir(parents=True, exist_ok=True)
-  stem = output_dir / (machine["name"] + ("-quick" if FLAGS.quick else ""))
-  text = report.markdown(results)
-  stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-  stem.with_suffix(".md").write_text(text)
-  plotted = report.plot(results, stem.with_suffix(".png"))
-  print(text)
-  progress(f"wrote {stem}.md, .json" + (" and .png" if plotted else ""))
+  output.write_report(output.output_dir(FLAGS.output_dir, FLAGS.quick), machine["name"], results,
+                      report.markdown(results), report.plot)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,23 @@ from benchmarks.shapes import Shape, random_stream
 from torch_reference.word_language_model import TorchRNNModel, batchify, evaluate, generate, train_window, window
 
 
-def build(shape: Shape) -> Workload:
+def prepare(seed: int) -> torch.device:
+  """Every PyTorch measurement's settings; returns the device: the GPU when there is one."""
   torch.set_num_threads(os.cpu_count())
   # XLA:CPU flushes denormal results to zero; PyTorch by default does not, and its tanh RNN at 2x650
   # then spends ~17x longer per step in denormal arithmetic (9.2 s against 0.53 s, measured here).
   # Like against like: both flush.
   torch.set_flush_denormal(True)
-  torch.manual_seed(0)
-  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  torch.manual_seed(seed)
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_description(device: torch.device) -> str:
+  return torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+
+
+def build(shape: Shape) -> Workload:
+  device = prepare(seed=0)
   model = TorchRNNModel(shape.cell, shape.vocab, shape.nhid, shape.nhid, shape.nlayers, shape.dropout,
                         shape.tied).to(device)
   on_device = lambda ids, batch: batchify(torch.from_numpy(ids).long().to(device), batch)
@@ -39,5 +48,5 @@ def build(shape: Shape) -> Workload:
       generate=lambda: generate(model, shape.gen_words, 1.0),
       compilations=lambda: None,
       device_peak_mib=lambda: torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None,
-      device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+      device=device_description(device),
   )

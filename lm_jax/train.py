@@ -201,10 +201,12 @@ class _Loop:
     ids = shuffled_articles(self.corpus.ids["train"], self.corpus.train_articles, rng)
     return put_on_device(ids, self.config.batch_size, self.train.max_len, "train", self.mesh)
 
-  def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal) -> TrainState:
+  def train_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal,
+                  until_window: int | None = None) -> TrainState:
     """The epoch's windows from `progress.window` on. Logs interval means every `log_interval` windows like
     the reference, checkpoints every `checkpoint_every` steps, and on SIGTERM checkpoints and stops (the
-    last window excepted: the epoch end, which follows at once, checkpoints then)."""
+    last window excepted: the epoch end, which follows at once, checkpoints then). `until_window` returns
+    after that many windows of the epoch instead of all (benchmarks/jax_loop.py times the loop so)."""
     epoch, first_window = progress.epochs_done + 1, progress.window
     windows, train = self.epoch_windows(epoch), self.epoch_train_split(epoch)
     if first_window == 0:
@@ -216,7 +218,7 @@ class _Loop:
     interval, interval_start = [], time.time()
     bar = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
                disable=not (self.report.enabled and sys.stderr.isatty()))
-    for window in range(first_window, len(windows)):
+    for window in range(first_window, len(windows) if until_window is None else until_window):
       state, step_metrics = self.train_step(state, windows[window], train.padded_TxB)
       if window == first_window:
         jax.block_until_ready(step_metrics)

@@ -12,10 +12,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, optim, trained
+from lm_jax import checkpoints, optim, parallel, trained
+from lm_jax.data.sources import load_corpus
+from lm_jax.metrics import METRICS_FILE
 from lm_jax.models.registry import model_from_config
 from lm_jax.errors import UserError
-from lm_jax.train import TrainingDiverged, train_and_evaluate
+from lm_jax.steps import TrainState
+from lm_jax.train import TrainingDiverged, _Loop, train_and_evaluate
 from tests.conftest import tiny_config
 
 def latest_params(workdir: str, c) -> dict:
@@ -53,6 +56,30 @@ def test_resuming_after_an_epoch_gives_the_uninterrupted_run_exactly(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
   with open(tmp_path / "resumed" / "metrics.jsonl") as f:
     assert [json.loads(line)["epoch"] for line in f if "valid_loss" in line and "epoch" in line] == [1, 2]
+
+
+def test_an_epoch_stopped_after_some_windows_then_continued_is_the_epoch_in_one_call(tmp_path):
+  # train_epoch's until_window (the whole-loop benchmark's hook) ends a call early; the next call goes on.
+  c = tiny_config(**{"model.dropout": 0.3, "log_interval": 40})  # 150 windows, logs after 40, 80, 120, 150
+  loop = _Loop(c, str(tmp_path), load_corpus(c.data, training=True), parallel.data_mesh())
+
+  def epoch(calls: list[int | None]) -> tuple[TrainState, list[int]]:
+    state, progress = loop.start(resuming=False)
+    loop.report.open_metrics(str(tmp_path), resumed_at=None)
+    with parallel.StopSignal() as stop:
+      for until_window in calls:
+        state = loop.train_epoch(state, progress, stop, until_window)
+        assert progress.window == progress.step == (until_window or 150)
+    loop.report.close()
+    with open(tmp_path / METRICS_FILE) as f:
+      logged = [json.loads(line)["step"] for line in f]
+    os.remove(tmp_path / METRICS_FILE)
+    return state, logged
+
+  whole, whole_logged = epoch([None])
+  split, split_logged = epoch([55, 81, None])
+  jax.tree.map(np.testing.assert_array_equal, whole, split)
+  assert whole_logged == split_logged == [40, 80, 120, 150]
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -1,15 +1,37 @@
 """PyTorch's word_language_model (pytorch/examples), from torch.nn parts with the reference's structure,
-parameter names and rules: model, batchify and windows, train step, evaluate, generate. lm_jax is checked
-against it (tests/test_fidelity.py) and timed against it (benchmarks/torch_workload.py).
+parameter names and rules: corpus, model, batchify and windows, train step, evaluate, generate. lm_jax is
+checked against it (tests/test_fidelity.py) and timed against it (benchmarks/torch_workload.py,
+benchmarks/torch_loop.py).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+SPLITS = ("train", "valid", "test")
+
+
+def read_corpus(directory: str) -> tuple[dict[str, torch.Tensor], int]:
+  """The reference's data.Corpus: train.txt, valid.txt, test.txt in turn, each read twice, first adding every
+  line's words and an `<eos>` to the dictionary (ids in order of first appearance), then encoding them as
+  int64, a tensor per line, concatenated. Returns the ids per split and the dictionary's size."""
+  word2idx: dict[str, int] = {}
+  ids = {}
+  for split in SPLITS:
+    path = os.path.join(directory, f"{split}.txt")
+    with open(path, encoding="utf8") as f:
+      for line in f:
+        for word in line.split() + ["<eos>"]:
+          word2idx.setdefault(word, len(word2idx))
+    with open(path, encoding="utf8") as f:
+      ids[split] = torch.cat([torch.tensor([word2idx[word] for word in line.split() + ["<eos>"]], dtype=torch.int64)
+                              for line in f])
+  return ids, len(word2idx)
 
 
 def _recurrent(cell: str, emsize: int, nhid: int, nlayers: int, dropout: float) -> nn.Module:
