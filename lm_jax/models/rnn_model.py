@@ -151,6 +151,7 @@ class RNNModel(LanguageModel):
   """The reference's RNNModel, with AWD-LSTM's regularisers; fields as config.model's."""
 
   kind = "rnn"
+  embedding_param = "embedding"
 
   vocab_size: int
   cell: str = "lstm"
