@@ -61,16 +61,16 @@ def read_vectors(path: str) -> tuple[list[str], np.ndarray]:
   for number, line in enumerate(_lines(path), 1):
     # Split on " " only: fastText's words may hold other whitespace (U+2009, U+00A0).
     fields = line.rstrip("\r\n").rstrip(" ").split(" ")
-    if number == 1 and _header_dim(fields) is not None:
-      dim = _header_dim(fields)
+    if number == 1 and (header_dim := _header_dim(fields)) is not None:
+      dim = header_dim
       continue
     if fields == [""]:
       continue  # a blank line (a trailing one, typically)
     dim = len(fields) - 1 if dim is None else dim
     word_fields, values = fields[:len(fields) - dim], fields[len(fields) - dim:]
     if len(fields) <= dim or (len(word_fields) > 1 and all(map(_is_number, word_fields[1:]))):
-      raise UserError(f"{path} line {number} has {len(fields) - 1} values where the rows before have {dim}; fix or "
-                      "drop that line (every row is a word and the same number of values)")
+      raise UserError(f"{path} line {number}: {len(fields) - 1} values where the file's rows have {dim}; fix or drop "
+                      "that line (every row is a word and the same number of values)")
     if len(word_fields) > 1:
       continue
     try:

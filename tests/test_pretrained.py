@@ -59,7 +59,7 @@ def test_words_with_spaces_are_left_out_but_extra_values_are_ragged(tmp_path):
   words, vectors = read_vectors(write(tmp_path / "v.txt", "a 1 2\n. . . 3 4\nb 5 6\n"))
   assert words == ["a", "b"]
   np.testing.assert_array_equal(vectors, [[1, 2], [5, 6]])
-  with pytest.raises(UserError, match=r"line 2 has 3 values where the rows before have 2"):
+  with pytest.raises(UserError, match=r"line 2: 3 values where the file's rows have 2"):
     read_vectors(write(tmp_path / "long.txt", "a 1 2\nb 3 4 5\n"))
 
 
@@ -76,8 +76,8 @@ def test_match_exact_then_lower_case_and_the_coverage_line():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a 1 2\nb 3\n", r"v.txt line 2 has 1 values where the rows before have 2; fix or drop that line"),
-    ("2 3\na 1 2 3\nb 1 2\n", r"v.txt line 3 has 2 values where the rows before have 3"),
+    ("a 1 2\nb 3\n", r"v.txt line 2: 1 values where the file's rows have 2; fix or drop that line"),
+    ("2 3\na 1 2 3\nb 1 2\n", r"v.txt line 3: 2 values where the file's rows have 3"),
     ("a 1 2\nb 1 x\n", r"v.txt line 2 holds a value that is not a number"),
     ("", r"v.txt holds no word vectors"),
 ])
@@ -159,7 +159,7 @@ def test_wrong_dimension_is_one_line_and_writes_nothing(tmp_path):
 def test_ragged_file_through_the_command_line(tmp_path):
   path = write(tmp_path / "v.txt", "pi 1 2\npo 3\n")
   result = lm_jax("train", *TINY_FLAGS, f"--config.model.pretrained_embeddings={path}", f"--workdir={tmp_path / 'w'}")
-  assert_one_line_error(result, r"v.txt line 2 has 1 values where the rows before have 2")
+  assert_one_line_error(result, r"v.txt line 2: 1 values where the file's rows have 2")
   assert not os.path.exists(tmp_path / "w")
 
 

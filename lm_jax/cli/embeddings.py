@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from absl import flags
 
+from lm_jax import embeddings
 from lm_jax.cli.common import run_main
 from lm_jax.errors import UserError
 
@@ -40,8 +41,6 @@ _EXPORT = flags.DEFINE_string("export", None, "Write every word's vector to this
 
 def main(argv: list[str]) -> None:
   # Every flag is checked before anything is loaded.
-  from lm_jax import embeddings
-
   if not (_NEIGHBOURS.value or _TSNE.value or _EXPORT.value):
     raise UserError("nothing to do; pass --neighbours=WORD,..., --tsne=PATH.png or --export=PATH.txt")
   if _K.value <= 0:
