@@ -51,6 +51,15 @@ def reference_config() -> ml_collections.ConfigDict:
       pre_norm=False,       # x + sublayer(LayerNorm(x)) in place of post-norm LayerNorm(x + sublayer(x))
       memory=0,             # > 0: carry that many positions' keys/values across windows (Transformer-XL-like)
       transformer_tied=False,  # decoder weight = the embedding matrix
+      # rnn only: 'identity' is IRNN's init (Le et al., 2015): W_hh = recurrent_init_scale * I and zero biases,
+      # for rnn_relu and rnn_tanh; 'uniform' is torch's U(-1/sqrt(H), 1/sqrt(H)) for every recurrent weight.
+      recurrent_init="uniform",
+      recurrent_init_scale=1.0,
+      # A GloVe / word2vec / fastText text file (gzip or not) whose vectors replace the embedding rows of the
+      # words it holds (exact word, else lower-cased) before the first step; its dimension must be emsize
+      # (lm_jax/pretrained.py). Not re-read on --resume: the checkpoint holds the parameters.
+      pretrained_embeddings="",
+      freeze_embeddings=False,  # the embedding matrix gets no update (nor weight decay); tied: the decoder too
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw'
@@ -117,6 +126,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   need(not c.finetune_from or c.optim.name == "nt_asgd",
        f"fine-tuning (config.finetune_from) averages from the first step, so it needs optim.name 'nt_asgd' (got "
        f"{c.optim.name!r})", "pass --config.optim.name=nt_asgd")
+  need(not (c.finetune_from and c.model.pretrained_embeddings),
+       "config.model.pretrained_embeddings fills the initial embeddings, which fine-tuning (config.finetune_from) "
+       "replaces with another run's", "drop one of the two")
   need(c.data.source in DATA_SOURCES, f"unknown data source {c.data.source!r}",
        "use --config.data.source=dir, hub, synthetic or articles")
   registry.validate(c.model)

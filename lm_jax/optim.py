@@ -14,7 +14,7 @@ plus a running average of the iterates, which validation, the best checkpoint an
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, Collection, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +39,14 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def _with_l2(c: ml_collections.ConfigDict, update: optax.GradientTransformation) -> optax.GradientTransformation:
+# Which parameters weight decay applies to: None (all), or a callable params -> {name: bool} (make_optimizer).
+DecayMask = Callable[[optax.Params], Any] | None
+
+
+def _with_l2(c: ml_collections.ConfigDict, update: optax.GradientTransformation,
+             decay_mask: DecayMask) -> optax.GradientTransformation:
   # torch.optim's weight_decay (SGD, Adam, ASGD): wd * param added to the (already clipped) gradient.
-  return optax.chain(optax.add_decayed_weights(c.weight_decay), update) if c.weight_decay else update
+  return optax.chain(optax.add_decayed_weights(c.weight_decay, decay_mask), update) if c.weight_decay else update
 
 
 class AveragedSGDState(NamedTuple):
@@ -74,11 +79,12 @@ def averaged_sgd(learning_rate: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
-OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, float], optax.GradientTransformation]] = {
-    "sgd": lambda c, lr: _with_l2(c, optax.sgd(lr)),
-    "nt_asgd": lambda c, lr: _with_l2(c, averaged_sgd(lr)),
-    "adam": lambda c, lr: _with_l2(c, optax.adam(lr)),  # torch.optim.Adam's, as AWD-LSTM offers it
-    "adamw": lambda c, lr: optax.adamw(lr, weight_decay=c.weight_decay),
+# name -> (optim config, lr, weight decay mask) -> the update that follows the clip
+OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, float, DecayMask], optax.GradientTransformation]] = {
+    "sgd": lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask),
+    "nt_asgd": lambda c, lr, decay_mask: _with_l2(c, averaged_sgd(lr), decay_mask),
+    "adam": lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask),  # torch.optim.Adam's, as AWD-LSTM's
+    "adamw": lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
 }
 
 
@@ -129,11 +135,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     "--config.optim.schedule=when")
 
 
-def make_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """clip_by_global_norm(clip) then the named optimiser, with the lr injected so the host can change it."""
+def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = ()) -> optax.GradientTransformation:
+  """clip_by_global_norm(clip) then the named optimiser, with the lr injected so the host can change it.
+
+  `frozen` names top-level parameters that never change, as torch's requires_grad=False: their gradient is
+  zeroed before the clip (so the norm leaves it out) and weight decay skips them, so every optimiser's
+  update of them is exactly 0 (Adam's moments stay 0; nt_asgd's average of a constant is that constant).
+  With nothing frozen the optimiser is the reference's, state and all."""
+  is_frozen = lambda params: {name: name in frozen for name in params}
+  is_trained = lambda params: {name: name not in frozen for name in params}
 
   def build(learning_rate: float) -> optax.GradientTransformation:
-    return optax.chain(clip_by_global_norm(c.clip), OPTIMIZERS[c.name](c, learning_rate))
+    update = optax.chain(clip_by_global_norm(c.clip), OPTIMIZERS[c.name](c, learning_rate, is_trained if frozen else None))
+    return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), update) if frozen else update
 
   return optax.inject_hyperparams(build)(learning_rate=c.lr)
 

@@ -36,9 +36,11 @@ class TrainState(NamedTuple):
   step: jax.Array    # steps taken, an int32 scalar
 
   @classmethod
-  def create(cls, model: LanguageModel, optimizer: optax.GradientTransformation, seed: int,
-             batch_size: int) -> TrainState:
-    params = model.init_params(seed)
+  def create(cls, model: LanguageModel, optimizer: optax.GradientTransformation, seed: int, batch_size: int,
+             params: Params | None = None) -> TrainState:
+    """The state at step 0 from `seed`: `params` (default: the model's init from the seed), their fresh
+    optimiser state, a zero carry and the dropout key."""
+    params = model.init_params(seed) if params is None else params
     return cls(params, optimizer.init(params), model.init_carry(batch_size), jax.random.PRNGKey(seed + 1),
                jnp.zeros((), jnp.int32))
 

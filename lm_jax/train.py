@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from lm_jax import checkpoints, config as config_lib, loss, optim, parallel, trained, workdir as workdir_lib
+from lm_jax import checkpoints, config as config_lib, loss, optim, parallel, pretrained, trained, workdir as workdir_lib
 from lm_jax.data.articles import shuffled_articles
 from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
@@ -128,7 +128,9 @@ class _Loop:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, corpus: Corpus, mesh: Mesh):
     self.config, self.workdir, self.corpus, self.mesh = config, workdir, corpus, mesh
     self.model = model_from_config(config.model, len(corpus.vocab))
-    self.optimizer = optim.make_optimizer(config.optim)
+    # freeze_embeddings with a tied decoder freezes the decoder's weight too: it is the same matrix.
+    self.optimizer = optim.make_optimizer(config.optim,
+                                          frozen=[self.model.embedding_param] if config.model.freeze_embeddings else [])
     self.report = _Report()
     # Variable BPTT's windows are cut at a static length beyond bptt: one compiled program for all.
     max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
@@ -142,18 +144,25 @@ class _Loop:
     self.evaluator = Evaluator(self.model, config.bptt, mesh)
 
   def start(self, resuming: bool) -> tuple[TrainState, Progress]:
-    """A fresh state from the seed, or the `latest` checkpoint's when resuming a run that wrote one. Only reads."""
-    fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size)
+    """A fresh state from the seed (with any pretrained embeddings), or the `latest` checkpoint's when resuming a
+    run that wrote one. Only reads."""
+    restoring = resuming and checkpoints.latest_step(self.workdir, checkpoints.LATEST) is not None
+    params = self.model.init_params(self.config.seed)
+    self.report.line(
+        f"| corpus: {len(self.corpus.vocab):,} words; tokens " +
+        ", ".join(f"{s} {len(ids):,}" for s, ids in self.corpus.ids.items()) +
+        f" | model: {self.model.describe()}, {sum(x.size for x in jax.tree.leaves(params)):,} parameters"
+        f" | devices: {self.mesh.size} {self.mesh.devices.flat[0].platform} in {jax.process_count()} process(es)")
+    if self.config.model.pretrained_embeddings and not restoring:  # a checkpoint holds them already
+      path = self.config.model.pretrained_embeddings
+      params, matched = pretrained.load_into(self.model, params, self.corpus.vocab.words, path)
+      self.report.line(matched.coverage(len(self.corpus.vocab), path))
+    fresh = TrainState.create(self.model, self.optimizer, self.config.seed, self.config.batch_size, params)
     state = parallel.put_tree(fresh, self.mesh, STATE_SPECS)
     progress = Progress(lr=optim.initial_learning_rate(self.config.optim))
     if self.config.finetune_from:
       state, progress = self._finetune_start(state, progress)
-    self.report.line(
-        f"| corpus: {len(self.corpus.vocab):,} words; tokens " +
-        ", ".join(f"{s} {len(ids):,}" for s, ids in self.corpus.ids.items()) +
-        f" | model: {self.model.describe()}, {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters"
-        f" | devices: {self.mesh.size} {self.mesh.devices.flat[0].platform} in {jax.process_count()} process(es)")
-    if resuming and checkpoints.latest_step(self.workdir, checkpoints.LATEST) is not None:
+    if restoring:
       restored, saved = checkpoints.restore(self.workdir, checkpoints.LATEST, state._asdict())
       self._require_same_data(saved)
       state, progress = TrainState(**restored), Progress.from_meta(saved)

@@ -40,6 +40,9 @@ class LanguageModel(abc.ABC):
   """A model family. Subclasses are frozen dataclasses (hashable: jit takes them as static arguments)."""
 
   kind: ClassVar[str]  # its config.model.kind
+  # The name in params of the [V, E] input embedding matrix (row i: word i), which pretrained vectors fill,
+  # freeze_embeddings freezes and lm-jax-embeddings reads.
+  embedding_param: ClassVar[str]
   vocab_size: int
 
   @classmethod

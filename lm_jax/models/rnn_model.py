@@ -49,6 +49,19 @@ def uniform(scale: float) -> nn.initializers.Initializer:
   return init
 
 
+def scaled_identity(scale: float) -> nn.initializers.Initializer:
+  """scale * I for a square matrix: IRNN's hidden-to-hidden init (Le et al., 2015)."""
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    del key
+    return scale * jnp.eye(*shape, dtype=dtype)
+
+  return init
+
+
+RECURRENT_INITS = ("uniform", "identity")
+
+
 def layer_sizes(nlayers: int, nhid: int, emsize: int, tied: bool) -> tuple[int, ...]:
   """Units per layer: `nhid`, the last `emsize` when tied (it feeds the tied decoder)."""
   return tuple(emsize if tied and k == nlayers - 1 else nhid for k in range(nlayers))
@@ -71,6 +84,8 @@ class _Network(nn.Module):
   tied: bool
   init_range: float
   unroll: int
+  recurrent_init: str
+  recurrent_init_scale: float
 
   def setup(self):
     gates = CELLS[self.cell].num_gates
@@ -78,11 +93,14 @@ class _Network(nn.Module):
     self.embedding_VxE = self.param("embedding", uniform(self.init_range), (self.vocab_size, self.emsize))
     layers = []
     for k, (size_in, size) in enumerate(zip(inputs, self.sizes)):
-      recurrent_init = uniform(1.0 / size ** 0.5)  # torch.nn.LSTM/GRU/RNN's, per layer
-      layers.append({"w_ih": self.param(f"layer_{k}_w_ih", recurrent_init, (size_in, gates * size)),
-                     "w_hh": self.param(f"layer_{k}_w_hh", recurrent_init, (size, gates * size)),
-                     "b_ih": self.param(f"layer_{k}_b_ih", recurrent_init, (gates * size,)),
-                     "b_hh": self.param(f"layer_{k}_b_hh", recurrent_init, (gates * size,))})
+      torch_init = uniform(1.0 / size ** 0.5)  # torch.nn.LSTM/GRU/RNN's, per layer
+      identity = self.recurrent_init == "identity"  # IRNN: W_hh = scale * I, both biases 0
+      hidden_init = scaled_identity(self.recurrent_init_scale) if identity else torch_init
+      bias_init = nn.initializers.zeros if identity else torch_init
+      layers.append({"w_ih": self.param(f"layer_{k}_w_ih", torch_init, (size_in, gates * size)),
+                     "w_hh": self.param(f"layer_{k}_w_hh", hidden_init, (size, gates * size)),
+                     "b_ih": self.param(f"layer_{k}_b_ih", bias_init, (gates * size,)),
+                     "b_hh": self.param(f"layer_{k}_b_hh", bias_init, (gates * size,))})
     self.layers = layers
     self.decoder_weight_VxH = (self.embedding_VxE if self.tied else self.param(
         "decoder_weight", uniform(self.init_range), (self.vocab_size, self.sizes[-1])))
@@ -133,6 +151,7 @@ class RNNModel(LanguageModel):
   """The reference's RNNModel, with AWD-LSTM's regularisers; fields as config.model's."""
 
   kind = "rnn"
+  embedding_param = "embedding"
 
   vocab_size: int
   cell: str = "lstm"
@@ -148,6 +167,8 @@ class RNNModel(LanguageModel):
   dropouth: float = 0.0         # locked dropout between layers
   dropoute: float = 0.0         # whole embedding rows (word types) dropped for the window
   wdrop: float = 0.0            # DropConnect on each layer's hidden-to-hidden matrix, per window
+  recurrent_init: str = "uniform"   # 'identity': IRNN's W_hh = recurrent_init_scale * I, biases 0 (rnn_relu/rnn_tanh)
+  recurrent_init_scale: float = 1.0
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -156,7 +177,7 @@ class RNNModel(LanguageModel):
   @property
   def _network(self) -> _Network:
     return _Network(self.vocab_size, self.cell, self.emsize, self.sizes, self.dropout, self.locked_dropout,
-                    self.tied, self.init_range, self.unroll)
+                    self.tied, self.init_range, self.unroll, self.recurrent_init, self.recurrent_init_scale)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
@@ -175,6 +196,14 @@ class RNNModel(LanguageModel):
                         f"with it, or --config.model.{name}=0")
     if m.init_range <= 0:
       raise UserError(f"config.model.init_range must be > 0 (got {m.init_range}); pass e.g. 0.1")
+    if m.recurrent_init not in RECURRENT_INITS:
+      raise UserError(f"unknown config.model.recurrent_init {m.recurrent_init!r}; use one of {', '.join(RECURRENT_INITS)}")
+    # W_hh is [H, G*H]: square, so an identity, only for the single-gate cells.
+    if m.recurrent_init == "identity" and CELLS[m.cell].num_gates != 1:
+      raise UserError(f"config.model.recurrent_init=identity (IRNN) is for rnn_relu and rnn_tanh, not {m.cell!r}; "
+                      "pass --config.model.cell=rnn_relu, or --config.model.recurrent_init=uniform")
+    if m.recurrent_init_scale <= 0:
+      raise UserError(f"config.model.recurrent_init_scale must be > 0 (got {m.recurrent_init_scale}); pass e.g. 1.0")
 
   def describe(self) -> str:
     sizes = "/".join(map(str, self.sizes)) if len(set(self.sizes)) > 1 else f"{self.nlayers}x{self.nhid}"

@@ -110,6 +110,7 @@ class TransformerModel(LanguageModel):
   """The reference's TransformerModel; fields as config.model's."""
 
   kind = "transformer"
+  embedding_param = "embedding"
 
   vocab_size: int
   emsize: int = 200
