@@ -105,6 +105,18 @@ def awd_lstm_config(dropouth: float, dropouti: float, seed: int, batch_size: int
   return c
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A config a run saved (config.json, checkpoint metadata), with the fields added to lm_jax since then at their
+  defaults: every new field's default keeps the earlier behaviour, so old runs still load and resume."""
+  c = reference_config()
+  try:
+    c.update(saved)
+  except (KeyError, AttributeError, TypeError) as error:
+    raise UserError(f"the saved run's config does not fit this version of lm_jax ({error}); load it with the "
+                    "lm_jax version that trained it") from None
+  return c
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the bad field and the fix."""
 

@@ -8,6 +8,7 @@ import jax
 import ml_collections
 
 from lm_jax import checkpoints
+from lm_jax.config import from_saved
 from lm_jax.data.vocab import Vocabulary
 from lm_jax.models.interface import LanguageModel, Params
 from lm_jax.models.registry import model_from_config
@@ -24,7 +25,7 @@ class TrainedModel:
 def load(workdir: str, kind: str = checkpoints.BEST) -> TrainedModel:
   """The model, parameters, vocabulary and config of the newest `kind` checkpoint in `workdir`."""
   meta = checkpoints.restore_meta(workdir, kind)
-  config = ml_collections.ConfigDict(meta["config"])
+  config = from_saved(meta["config"])
   vocab = Vocabulary(meta["vocab"])
   model = model_from_config(config.model, len(vocab))
   like_params = jax.eval_shape(lambda: model.init_params(0))

@@ -10,6 +10,7 @@ import shutil
 import ml_collections
 
 from lm_jax import parallel
+from lm_jax.config import from_saved
 from lm_jax.metrics import METRICS_FILE, TENSORBOARD_DIR
 from lm_jax.errors import UserError
 
@@ -84,7 +85,7 @@ def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwr
     raise UserError(f"workdir {workdir!r} already holds a run; pass --resume to continue it, "
                     "--overwrite to replace it, or use another --workdir")
   with open(config_path) as f:
-    differences = config_differences(json.load(f), config.to_dict())
+    differences = config_differences(from_saved(json.load(f)).to_dict(), config.to_dict())
   if differences:
     raise UserError(f"workdir {workdir!r} holds a run of a different config ({'; '.join(differences[:3])}); "
                     "resume with the same config, or use another --workdir")

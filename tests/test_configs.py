@@ -38,3 +38,19 @@ def test_shipped_config_loads_through_config_flags_and_validates(argument):
   config = flag_values.config
   config_lib.validate(config)
   assert config.data.source in ("dir", "hub", "synthetic")
+
+
+def test_a_saved_config_missing_newer_fields_loads_with_their_defaults():
+  saved = config_lib.reference_config().to_dict()
+  saved["model"].update(nhid=650, cell="gru")
+  del saved["model"]["kind"], saved["optim"]["nonmono"], saved["variable_bptt"]  # written before these existed
+  config = config_lib.from_saved(saved)
+  assert (config.model.kind, config.optim.nonmono, config.variable_bptt) == ("rnn", 5, False)
+  assert (config.model.nhid, config.model.cell) == (650, "gru")
+
+
+def test_a_saved_config_with_a_field_this_version_lacks_is_one_line():
+  saved = config_lib.reference_config().to_dict()
+  saved["model"]["highway"] = True
+  with pytest.raises(config_lib.UserError, match="does not fit this version of lm_jax"):
+    config_lib.from_saved(saved)

@@ -58,6 +58,18 @@ def test_resuming_after_an_epoch_gives_the_uninterrupted_run_exactly(tmp_path):
     assert [json.loads(line)["epoch"] for line in f if "valid_loss" in line and "epoch" in line] == [1, 2]
 
 
+def test_a_run_recorded_before_newer_config_fields_existed_resumes(tmp_path):
+  train_and_evaluate(tiny_config(epochs=1), str(tmp_path))
+  with open(tmp_path / "config.json") as f:
+    recorded = json.load(f)
+  del recorded["model"]["kind"], recorded["variable_bptt"]  # as an older lm_jax wrote it
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(recorded, f)
+  train_and_evaluate(tiny_config(), str(tmp_path), resume=True)
+  with open(tmp_path / "metrics.jsonl") as f:
+    assert [json.loads(line)["epoch"] for line in f if "valid_loss" in line and "epoch" in line] == [1, 2]
+
+
 def test_an_epoch_stopped_after_some_windows_then_continued_is_the_epoch_in_one_call(tmp_path):
   # train_epoch's until_window (the whole-loop benchmark's hook) ends a call early; the next call goes on.
   c = tiny_config(**{"model.dropout": 0.3, "log_interval": 40})  # 150 windows, logs after 40, 80, 120, 150
