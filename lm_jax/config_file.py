@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Sequence
 
 import ml_collections
@@ -24,7 +25,9 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ml_collections.Confi
   flag_values = flags.FlagValues()
   config = config_flags.DEFINE_config_file("config", None, flag_values=flag_values, sys_argv=argv, lock_config=True)
   try:
-    flag_values(argv)
+    with warnings.catch_warnings():  # ml_collections loads the file with importlib's deprecated load_module
+      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+      flag_values(argv)
     config.value.get("model")  # A file that failed to load parses as a stand-in that raises when read.
   except flags.Error as e:  # a value its field's type cannot hold
     raise UserError(f"{str(e).splitlines()[0]}; give a value of the field's type ({FIELDS_HELP})") from None
