@@ -11,7 +11,7 @@ import json
 import os
 import shlex
 import statistics
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import logging
 
@@ -78,7 +78,8 @@ def write(workdir: str) -> list[str]:
   return [os.path.join(workdir, name) for name in (REPORT_MD, REPORT_CSV, *plots)]
 
 
-def markdown(sweep: Sweep, results: list[RunResult], workdir: str, plots: list[str] = ()) -> str:
+def markdown(sweep: Sweep, results: list[RunResult], workdir: str, plots: Sequence[str] = ()) -> str:
+  """report.md: the command, one table row per run, what the columns mean, the plots."""
   flags = " ".join(f"--{flag}={shlex.quote(value)}" for flag, value in sweep.flags().items() if value)
   header = ["run", *sweep.varied_fields, "state", *(c.title for c in COLUMNS)]
   lines = [f"# Sweep {workdir}", "", f"`lm-jax-sweep {flags} --workdir={workdir}`", "",

@@ -71,7 +71,7 @@ def cpu_slots(parallel: int) -> list[frozenset[int] | None]:
 
 
 def run_sweep(sweep: Sweep, workdir: str, slots: list[frozenset[int] | None],
-              say: Callable[[str], None] = print) -> list[Outcome]:
+              say: Callable[[str], None] = lambda line: print(line, flush=True)) -> list[Outcome]:
   """Runs every unfinished run of `sweep` in `workdir`, len(slots) at a time, each pinned to its slot's cores.
   Returns one Outcome per run, in the sweep's order."""
   runs = sweep.runs()
@@ -166,8 +166,8 @@ def _child_setup(cores: frozenset[int] | None, sweep_pid: int) -> Callable[[], N
 
 def _ranges(cores: frozenset[int]) -> str:
   """{0, 1, 2, 5} -> '0-2,5'."""
-  ordered, ranges = sorted(cores), []
-  for core in ordered:
+  ranges = []
+  for core in sorted(cores):
     if ranges and core == ranges[-1][1] + 1:
       ranges[-1][1] = core
     else:
@@ -176,8 +176,8 @@ def _ranges(cores: frozenset[int]) -> str:
 
 
 class _StopRequest:
-  """SIGINT and SIGTERM as a request to stop: no run starts any more, and each running one gets SIGTERM,
-  which makes it write a checkpoint and exit (lm-jax-train's preemption handling)."""
+  """SIGINT and SIGTERM as a request to stop, which run_sweep answers by starting no more runs and passing
+  SIGTERM on to the running ones: each writes a checkpoint and exits (lm-jax-train's preemption handling)."""
 
   def __enter__(self) -> _StopRequest:
     self.requested = False

@@ -1,6 +1,7 @@
 """lm-jax-sweep on the synthetic corpus: a 2x2 grid runs, each run in a workdir of its own; a finished run
-is never run again, also after the sweep was killed; a failed run is reported while the others finish;
-the report's numbers are the runs' metrics.jsonl; bad input is one line and writes nothing."""
+is never run again, also after the sweep was stopped (SIGTERM) or killed (SIGKILL), and the others resume;
+a failed run is reported while the others finish; the report's numbers are the runs' metrics.jsonl; bad
+input is one line and writes nothing."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def test_a_2x2_grid_runs_every_combination_in_a_workdir_of_its_own(grid_sweep):
   for name, (seed, lr) in RUNS.items():
     with open(os.path.join(workdir, name, "config.json")) as f:
       config = json.load(f)
-    assert (config["seed"], config["optim"]["lr"], config["log_interval"], config["epochs"]) == (int(seed), float(lr),
-                                                                                                  25, 3)
+    assert (config["seed"], config["optim"]["lr"]) == (int(seed), float(lr))
+    assert (config["log_interval"], config["epochs"]) == (25, 3)  # --set
     assert sweep_runner.final_result(os.path.join(workdir, name)) is not None
   if hasattr(os, "sched_setaffinity"):  # the runs at once had disjoint cores, all of them together
     slots = [cores(text) for text in set(re.findall(r"started on cores (\S+) ", result.stdout))]
@@ -138,42 +139,58 @@ def has_ended(pid: int) -> bool:
     return True
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the runs die with the sweep on Linux only")
-def test_a_killed_sweep_resumes_without_rerunning_finished_runs_and_a_failed_run_lets_the_others_finish(
-    tmp_path, config_file, env):
-  workdir = str(tmp_path / "sweep")
-  args = [f"--config={config_file}", "--zip=batch_size=8,100000,8;seed=1,1,2", "--set=epochs=2", f"--workdir={workdir}"]
-  good, bad, killed = "batch_size=8,seed=1", "batch_size=100000,seed=1", "batch_size=8,seed=2"
+def signal_sweep_once_its_last_run_trains(args: list[str], env: dict, sig: signal.Signals,
+                                          last_run_log: str) -> tuple[str, int, int]:
+  """lm-jax-sweep with `args`, sent `sig` once its last run logs a first train step (anew). Returns the sweep's
+  output, its exit status, and the last run's pid."""
+  steps_before = read(last_run_log).count("first train step") if os.path.exists(last_run_log) else 0
   sweep = subprocess.Popen([sys.executable, "-m", "lm_jax.cli.sweep", *args], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env=env)
   try:
     lines = []
     for line in sweep.stdout:
       lines.append(line)
-      if line.startswith(f"| [3/3] {killed}: started"):
+      if line.startswith("| [3/3]") and ": started" in line:
         break
-    assert lines and lines[-1].startswith(f"| [3/3] {killed}: started"), "".join(lines)
-    run_pid = int(re.search(r"\(pid (\d+)\)", lines[-1]).group(1))
-    log = os.path.join(workdir, killed, sweep_runner.LOG_FILE)
-    wait_until(lambda: "first train step" in read(log), "the last run trains")
-    sweep.kill()  # SIGKILL: the sweep cannot pass anything on
+    assert lines and ": started" in lines[-1], "".join(lines)
+    wait_until(lambda: read(last_run_log).count("first train step") > steps_before, "the last run trains")
+    sweep.send_signal(sig)
+    rest, _ = sweep.communicate(timeout=TIMEOUT_S)
   finally:
     sweep.kill()
-    sweep.communicate()
-  output = "".join(lines)
+  return "".join(lines) + rest, sweep.returncode, int(re.search(r"\(pid (\d+)\)", lines[-1]).group(1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the runs die with the sweep on Linux only")
+def test_a_stopped_or_killed_sweep_resumes_without_rerunning_finished_runs_and_a_failed_run_lets_the_others_finish(
+    tmp_path, config_file, env):
+  workdir = str(tmp_path / "sweep")
+  args = [f"--config={config_file}", "--zip=batch_size=8,100000,8;seed=1,1,2", "--set=epochs=2", f"--workdir={workdir}"]
+  good, bad, last = "batch_size=8,seed=1", "batch_size=100000,seed=1", "batch_size=8,seed=2"
+  log = os.path.join(workdir, last, sweep_runner.LOG_FILE)
+
+  # SIGKILL: the sweep cannot pass anything on, yet its last run stops at a checkpoint and does not outlive it.
+  output, _, pid = signal_sweep_once_its_last_run_trains(args, env, signal.SIGKILL, log)
   assert re.search(rf"^\| \[1/3\] {good}: finished in [\d.]+s: test ppl [\d.]+$", output, re.M), output
   assert re.search(rf"^\| \[2/3\] {bad}: failed in [\d.]+s \(exit status 2\): train.py: error: the train split has "
                    r"\d+ tokens, too few for batch size 100000; use a smaller batch size or more data$", output, re.M), output
-  wait_until(lambda: has_ended(run_pid), "the last run has stopped")  # it does not outlive the sweep
-  assert "stopped by SIGTERM" in read(log)
-  assert sweep_runner.final_result(os.path.join(workdir, killed)) is None
-
+  wait_until(lambda: has_ended(pid), "the last run has stopped")
+  assert read(log).count("stopped by SIGTERM") == 1
+  assert sweep_runner.final_result(os.path.join(workdir, last)) is None
   finished_before = snapshot(os.path.join(workdir, good))
+
+  # SIGTERM (or Ctrl-C): the sweep passes it on, waits for the run's checkpoint, and says how to continue.
+  output, status, _ = signal_sweep_once_its_last_run_trains(args, env, signal.SIGTERM, log)
+  assert status == 143, output
+  assert f"| [1/3] {good}: finished earlier, skipped" in output
+  assert re.search(rf"^\| \[3/3\] {last}: stopped in [\d.]+s$", output, re.M), output
+  assert read(log).count("stopped by SIGTERM") == 2
+
   result = lm_jax_sweep(*args, env=env)
   assert result.returncode == 1, result.stderr[-3000:]
   assert f"| [1/3] {good}: finished earlier, skipped" in result.stdout
-  assert re.search(rf"^\| \[3/3\] {killed}: finished in", result.stdout, re.M), result.stdout
-  assert re.search(r"^\| resuming after epoch \d, window \d+/150", read(log), re.M)
+  assert re.search(rf"^\| \[3/3\] {last}: finished in", result.stdout, re.M), result.stdout
+  assert len(re.findall(r"^\| resuming after epoch \d", read(log), re.M)) == 2
   assert result.stderr.strip().splitlines()[-1] == (f"sweep.py: 1 of 3 runs failed ({bad}); see their train.log in "
                                                     f"{workdir}, then run the same command to retry them")
   assert snapshot(os.path.join(workdir, good)) == finished_before

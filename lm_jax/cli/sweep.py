@@ -15,6 +15,7 @@ from their checkpoints. Exit status: 0 when every run finished, 1 when a run fai
 
 from __future__ import annotations
 
+import collections
 import shlex
 import sys
 
@@ -43,13 +44,14 @@ def main(argv: list[str]) -> None:
   if _REPORT.value is not None:
     report()
   else:
-    run_sweep(argv[0].rsplit("/", 1)[-1])
+    plan_and_run(argv[0].rsplit("/", 1)[-1])
 
 
 def report() -> None:
   from lm_jax import sweep_report
 
-  given = [f"--{name}" for name in ("config", "grid", "zip", "set", "workdir") if flags.FLAGS[name].present]
+  given = [f"--{name}" for name in ("config", "grid", "zip", "set", "workdir", "parallel", "print_commands")
+           if flags.FLAGS[name].present]
   if given:
     raise UserError(f"--report reads the sweep recorded in its directory; pass it without {', '.join(given)}")
   written = sweep_report.write(_REPORT.value)
@@ -58,7 +60,7 @@ def report() -> None:
   print("| wrote " + ", ".join(written))
 
 
-def run_sweep(prog: str) -> None:
+def plan_and_run(prog: str) -> None:
   from lm_jax import sweep as sweep_lib, sweep_runner
 
   if _CONFIG.value is None or _WORKDIR.value is None:
@@ -71,15 +73,16 @@ def run_sweep(prog: str) -> None:
       print(shlex.join(["lm-jax-train", *sweep.train_args(run, _WORKDIR.value)]))
     return
   outcomes = sweep_runner.run_sweep(sweep, _WORKDIR.value, slots)
-  counts = {state: sum(o.state == state for o in outcomes) for state in dict.fromkeys(o.state for o in outcomes)}
+  counts = collections.Counter(o.state for o in outcomes)
   print(f"| sweep {_WORKDIR.value}: " + ", ".join(f"{n} {state}" for state, n in counts.items()) +
         f"; report: lm-jax-sweep --report={_WORKDIR.value}")
   failed = [o.run.name for o in outcomes if o.state == "failed"]
-  if any(o.state in ("stopped", "not started") for o in outcomes):
-    sys.exit(EXIT_STOPPED)
   if failed:
     print(f"{prog}: {len(failed)} of {len(outcomes)} runs failed ({', '.join(failed)}); see their "
           f"{sweep_runner.LOG_FILE} in {_WORKDIR.value}, then run the same command to retry them", file=sys.stderr)
+  if counts["stopped"] or counts["not started"]:
+    sys.exit(EXIT_STOPPED)
+  if failed:
     sys.exit(EXIT_RUNS_FAILED)
 
 
