@@ -227,8 +227,9 @@ class _Loop:
     lr_on_mesh = parallel.put(np.float32(progress.lr), self.mesh, parallel.REPLICATED)
     state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, lr_on_mesh))
     interval, interval_start = [], time.time()
-    # The losses are summed one window at a time, in order, so that a resumed epoch sums them as the
-    # uninterrupted one does: those before first_window (from the checkpoint), then those logged.
+    # progress.train_loss_sum adds the losses one window at a time, in order, so that a resumed (or continued)
+    # epoch sums them as the uninterrupted one does: those before first_window (from the checkpoint or the
+    # last call), then each interval as it is logged, and at a checkpoint or return those not logged yet.
     loss_sum = progress.train_loss_sum
     bar = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
                disable=not (self.report.enabled and sys.stderr.isatty()))
