@@ -1,4 +1,14 @@
-"""Metrics to the workdir: JSON lines (always) and TensorBoard events (when tensorboardX is installed)."""
+"""Metrics to the workdir: JSON lines (always) and TensorBoard events (when tensorboardX is installed).
+
+What a run records in metrics.jsonl, one JSON object per line, each with `step` (train steps taken) and `time`:
+- every `log_interval` windows: `train_loss` (the interval's mean of the windows' mean token NLL), `train_ppl`,
+  `ms_per_batch`, `lr`, `grad_norm`;
+- after each epoch: `epoch`, `valid_loss`, `valid_ppl`, `lr`, `epoch_train_loss` (the mean over all the epoch's
+  windows), `epoch_train_ppl`, `epoch_seconds` and `tokens_per_second` (of its training part, the first
+  window's compilation included), `num_params`;
+- at the end: the best model's `valid_loss`, `valid_ppl`, `test_loss`, `test_ppl` (and the synthetic corpus's
+  `valid_floor_ppl`, `test_floor_ppl`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,20 @@ from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+def read_records(workdir: str) -> list[dict]:
+  """metrics.jsonl's records in order ([] if there is none); a line torn by a kill while it was written is left out."""
+  records = []
+  path = os.path.join(workdir, METRICS_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          pass
+  return records
 
 
 class MetricsWriter:

@@ -57,13 +57,15 @@ class Progress:
   # nt_asgd: validation losses before averaging started (after, when fine-tuning), for the nonmono trigger.
   val_history: list[float] = dataclasses.field(default_factory=list)
   converged: bool = False           # fine-tuning stopped by the trigger, as the reference's finetune.py
+  train_loss_sum: float = 0.0       # of the windows done of the epoch under way: the epoch's mean train loss
 
   def as_meta(self) -> dict:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_meta(cls, meta: dict) -> Progress:
-    return cls(**{field.name: meta[field.name] for field in dataclasses.fields(cls)})
+    # A checkpoint written before a field existed gets the field's default.
+    return cls(**{field.name: meta[field.name] for field in dataclasses.fields(cls) if field.name in meta})
 
 
 class _Report:
@@ -113,9 +115,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, resum
   try:
     with parallel.StopSignal() as stop:
       while progress.epochs_done < config.epochs and not progress.converged:
-        epoch_start = time.time()
+        first_window, epoch_start = progress.window, time.time()
         state = loop.train_epoch(state, progress, stop)
-        state = loop.end_epoch(state, progress, stop, time.time() - epoch_start)
+        state = loop.end_epoch(state, progress, stop, first_window, time.time() - epoch_start)
     return loop.finish(state, progress)
   finally:
     loop.report.close()  # metrics written so far reach the disk, however the run ends
@@ -225,6 +227,10 @@ class _Loop:
     lr_on_mesh = parallel.put(np.float32(progress.lr), self.mesh, parallel.REPLICATED)
     state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, lr_on_mesh))
     interval, interval_start = [], time.time()
+    # progress.train_loss_sum adds the losses one window at a time, in order, so that a resumed (or continued)
+    # epoch sums them as the uninterrupted one does: those before first_window (from the checkpoint or the
+    # last call), then each interval as it is logged, and at a checkpoint or return those not logged yet.
+    loss_sum = progress.train_loss_sum
     bar = tqdm(total=len(windows), initial=first_window, desc=f"epoch {epoch}", leave=False,
                disable=not (self.report.enabled and sys.stderr.isatty()))
     for window in range(first_window, len(windows) if until_window is None else until_window):
@@ -236,18 +242,22 @@ class _Loop:
       interval.append(step_metrics)
       bar.update()
       if progress.window % self.config.log_interval == 0 or progress.window == len(windows):
-        self._log_interval(jax.device_get(interval), time.time() - interval_start, progress, epoch, len(windows))
+        logged = jax.device_get(interval)
+        loss_sum = _add_losses(loss_sum, logged)
+        self._log_interval(logged, time.time() - interval_start, progress, epoch, len(windows))
         interval, interval_start = [], time.time()
       stopping = stop.reached(progress.step)
       every = self.config.checkpoint_every
       if progress.window < len(windows) and (stopping or (every and progress.step % every == 0)):
         # A diverged state is never checkpointed.
         self._stop_if_diverged(float(step_metrics["loss"]), f"training loss at epoch {epoch}, batch {progress.window}")
+        progress.train_loss_sum = _add_losses(loss_sum, jax.device_get(interval))  # the windows not logged yet too
         self._save_latest(state, progress)
         if stopping:
           raise Preempted(self._preempted_message(f"epoch {epoch}, batch {progress.window}/{len(windows)}",
                                                   progress.step))
     bar.close()
+    progress.train_loss_sum = _add_losses(loss_sum, jax.device_get(interval))  # until_window may leave some unlogged
     return state
 
   def _log_interval(self, interval: list[dict[str, np.ndarray]], seconds: float, progress: Progress,
@@ -264,11 +274,15 @@ class _Loop:
                                         "ms_per_batch": ms_per_batch, "lr": progress.lr,
                                         "grad_norm": float(np.mean([m["grad_norm"] for m in interval]))})
 
-  def end_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal,
+  def end_epoch(self, state: TrainState, progress: Progress, stop: parallel.StopSignal, first_window: int,
                 seconds: float) -> TrainState:
-    """Validation (of the averaged iterates once nt_asgd averages), the best checkpoint, the nt_asgd switch,
-    the next lr, and the epoch's `latest` checkpoint."""
+    """Validation (of the averaged iterates once nt_asgd averages), the epoch's metrics record, the best
+    checkpoint, the nt_asgd switch, the next lr, and the epoch's `latest` checkpoint. This process trained
+    the epoch's windows from `first_window` on in `seconds`."""
     epoch = progress.epochs_done + 1
+    windows = self.epoch_windows(epoch)
+    train_loss = progress.train_loss_sum / len(windows)  # the mean of every window's mean token NLL
+    tokens = sum(int(w.length) for w in windows[first_window:]) * self.config.batch_size
     averaging = optim.is_averaging(state.opt_state)
     params = optim.evaluation_params(state.opt_state, state.params)
     val_loss = self.evaluator.mean_nll(params, self.valid)
@@ -278,15 +292,18 @@ class _Loop:
     self.report.line(f"| end of epoch {epoch:3d} | time: {seconds:5.2f}s | valid loss {val_loss:5.2f} | "
                      f"valid ppl {optim.perplexity(val_loss):8.2f}" + self._floor_note("valid", val_loss))
     self.report.line("-" * 89)
-    self.report.scalars(progress.step, {"valid_loss": val_loss, "valid_ppl": optim.perplexity(val_loss),
-                                        "epoch": epoch, "lr": progress.lr})
+    self.report.scalars(progress.step, {
+        "valid_loss": val_loss, "valid_ppl": optim.perplexity(val_loss), "epoch": epoch, "lr": progress.lr,
+        "epoch_train_loss": train_loss, "epoch_train_ppl": optim.perplexity(train_loss),
+        "epoch_seconds": seconds, "tokens_per_second": tokens / seconds,
+        "num_params": sum(x.size for x in jax.tree.leaves(state.params))})
     if improved:
       progress.best_val_loss = val_loss
       self._save(checkpoints.BEST, epoch, {"params": params}, {**self.meta, "epoch": epoch, "val_loss": val_loss})
     state = self._nt_asgd(state, progress, val_loss, averaging)
     if not averaging:  # as the reference: once averaging, the lr stays
       progress.lr = optim.next_learning_rate(self.config.optim, progress.lr, epoch, improved)
-    progress.epochs_done, progress.window = epoch, 0
+    progress.epochs_done, progress.window, progress.train_loss_sum = epoch, 0, 0.0
     self._save_latest(state, progress)
     if stop.requested:
       raise Preempted(self._preempted_message(f"the end of epoch {epoch}", progress.step))
@@ -366,6 +383,12 @@ class _Loop:
     if saved["train_rows"] != self.meta["train_rows"]:
       raise UserError(f"the checkpoint in {self.workdir} was trained on {saved['train_rows']:,} rows of training "
                       f"data, this data makes {self.meta['train_rows']:,}; use the data it was trained on")
+
+
+def _add_losses(total: float, step_metrics: list[dict[str, np.ndarray]]) -> float:
+  for metrics in step_metrics:
+    total += float(metrics["loss"])
+  return total
 
 
 def _disk_full(error: BaseException | None) -> bool:

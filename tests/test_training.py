@@ -12,13 +12,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, optim, parallel, trained
+from lm_jax import checkpoints, metrics, optim, parallel, trained
 from lm_jax.data.sources import load_corpus
 from lm_jax.metrics import METRICS_FILE
 from lm_jax.models.registry import model_from_config
 from lm_jax.errors import UserError
 from lm_jax.steps import TrainState
-from lm_jax.train import TrainingDiverged, _Loop, train_and_evaluate
+from lm_jax.train import Preempted, TrainingDiverged, _Loop, train_and_evaluate
 from tests.conftest import tiny_config
 
 def latest_params(workdir: str, c) -> dict:
@@ -75,7 +75,7 @@ def test_an_epoch_stopped_after_some_windows_then_continued_is_the_epoch_in_one_
   c = tiny_config(**{"model.dropout": 0.3, "log_interval": 40})  # 150 windows, logs after 40, 80, 120, 150
   loop = _Loop(c, str(tmp_path), load_corpus(c.data, training=True), parallel.data_mesh())
 
-  def epoch(calls: list[int | None]) -> tuple[TrainState, list[int]]:
+  def epoch(calls: list[int | None]) -> tuple[TrainState, list[int], float]:
     state, progress = loop.start(resuming=False)
     loop.report.open_metrics(str(tmp_path), resumed_at=None)
     with parallel.StopSignal() as stop:
@@ -86,12 +86,41 @@ def test_an_epoch_stopped_after_some_windows_then_continued_is_the_epoch_in_one_
     with open(tmp_path / METRICS_FILE) as f:
       logged = [json.loads(line)["step"] for line in f]
     os.remove(tmp_path / METRICS_FILE)
-    return state, logged
+    return state, logged, progress.train_loss_sum
 
-  whole, whole_logged = epoch([None])
-  split, split_logged = epoch([55, 81, None])
+  whole, whole_logged, whole_loss_sum = epoch([None])
+  split, split_logged, split_loss_sum = epoch([55, 81, None])  # windows 41-55 and 81 are not logged at the stops
   jax.tree.map(np.testing.assert_array_equal, whole, split)
   assert whole_logged == split_logged == [40, 80, 120, 150]
+  assert split_loss_sum == whole_loss_sum
+
+
+def test_epoch_record_holds_the_mean_of_every_window_across_a_mid_interval_stop_and_counts_tokens_and_parameters(
+    tmp_path, monkeypatch):
+  c = tiny_config(epochs=1, log_interval=1)  # every window's loss is a record of its own
+  train_and_evaluate(c, str(tmp_path / "straight"))
+  records = metrics.read_records(str(tmp_path / "straight"))
+  window_losses = np.array([r["train_loss"] for r in records if "train_loss" in r], np.float64)
+  [epoch] = [r for r in records if "epoch" in r]
+  assert len(window_losses) == 150
+  assert epoch["epoch_train_loss"] == pytest.approx(window_losses.mean(), rel=1e-12)
+  assert epoch["epoch_train_ppl"] == pytest.approx(math.exp(window_losses.mean()), rel=1e-12)
+  ids = load_corpus(c.data, training=True).ids["train"]
+  rows = len(ids) // c.batch_size
+  assert epoch["tokens_per_second"] * epoch["epoch_seconds"] == pytest.approx((rows - 1) * c.batch_size, rel=1e-9)
+  V, E, H = len(load_corpus(c.data).vocab), c.model.emsize, c.model.nhid
+  lstm = 4 * H * E + 4 * H * H + 2 * 4 * H  # W_ih, W_hh, b_ih, b_hh
+  assert epoch["num_params"] == V * E + lstm + H * V + V
+
+  # Stopped at window 37 with no window logged yet (one log line per epoch): the checkpoint holds their sum.
+  c = tiny_config(epochs=1, log_interval=1000, checkpoint_every=0)
+  monkeypatch.setattr(parallel.StopSignal, "reached", lambda self, step: step == 37)
+  with pytest.raises(Preempted):
+    train_and_evaluate(c, str(tmp_path / "resumed"))
+  monkeypatch.undo()
+  train_and_evaluate(c, str(tmp_path / "resumed"), resume=True)
+  [resumed] = [r for r in metrics.read_records(str(tmp_path / "resumed")) if "epoch" in r]
+  assert resumed["epoch_train_loss"] == epoch["epoch_train_loss"]
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
