@@ -60,6 +60,10 @@ def reference_config() -> ml_collections.ConfigDict:
       # (lm_jax/pretrained.py). Not re-read on --resume: the checkpoint holds the parameters.
       pretrained_embeddings="",
       freeze_embeddings=False,  # the embedding matrix gets no update (nor weight decay); tied: the decoder too
+      # Both families. 'bfloat16': mixed precision, an approximation (lm_jax/models/precision.py): every
+      # matmul takes bfloat16 inputs and accumulates in float32; parameters, optimiser state, softmax and
+      # loss stay float32. What TPU and GPU runs use; 'float32' (exact, the reference's) is the default.
+      matmul_dtype="float32",
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw'

@@ -3,6 +3,8 @@
 The state starts at zeros, like the reference; `generate` runs the prompt through the model, then
 samples word by word from softmax(logits / temperature) inside one `lax.scan`, feeding one word per step:
 the family's decoding carry (its state, or its key/value cache) holds what the word needs of the past.
+`num_samples` sequences are drawn at once, as the columns of one batch: each from its own key
+(`sample_keys`), all from the same prompt.
 """
 
 from __future__ import annotations
@@ -15,23 +17,23 @@ import jax.numpy as jnp
 from lm_jax.models.interface import Carry, LanguageModel, Params
 
 
-def _next_logits(model: LanguageModel, params: Params, tokens_Tx1: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
-  """Logits after the last of `tokens` [V], and the state after them (batch of one)."""
-  output = model.features(params, tokens_Tx1, carry)
-  return model.logits(params, output.features_TxBxH[-1:])[0, 0], output.carry
+def _next_logits(model: LanguageModel, params: Params, tokens_TxN: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+  """Logits after the last of `tokens` [N, V] (one row per column), and the state after them."""
+  output = model.features(params, tokens_TxN, carry)
+  return model.logits(params, output.features_TxBxH[-1:])[0], output.carry
 
 
-def _run_prefix(model: LanguageModel, params: Params, prefix_ids: jax.Array, words_after: int = 0) -> tuple[jax.Array, Carry]:
-  """Logits after the prefix, and a carry with room for `words_after` more words fed one at a time."""
-  carry = model.init_decoding_carry(1, prefix_ids.shape[0] + words_after)
-  return _next_logits(model, params, prefix_ids[:, None], carry)
+def _run_prefix(model: LanguageModel, params: Params, prefix_TxN: jax.Array, words_after: int = 0) -> tuple[jax.Array, Carry]:
+  """Logits after the prefix [N, V], and a carry with room for `words_after` more words fed one at a time."""
+  carry = model.init_decoding_carry(prefix_TxN.shape[1], prefix_TxN.shape[0] + words_after)
+  return _next_logits(model, params, prefix_TxN, carry)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def predict(model: LanguageModel, params: Params, prefix_ids: jax.Array) -> jax.Array:
   """log p(next word | prefix), [V]."""
-  logits_V, _ = _run_prefix(model, params, prefix_ids)
-  return jax.nn.log_softmax(logits_V)
+  logits_1xV, _ = _run_prefix(model, params, prefix_ids[:, None])
+  return jax.nn.log_softmax(logits_1xV[0])
 
 
 def sampling_logits(logits_V: jax.Array, temperature: float, top_k: int) -> jax.Array:
@@ -53,23 +55,34 @@ def sample_word(rng: jax.Array, logits_V: jax.Array) -> jax.Array:
   return jnp.minimum(word, logits_V.shape[0] - 1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def sample_keys(rng: jax.Array, num_samples: int) -> jax.Array:
+  """Sample k's key [num_samples]: `rng` itself for sample 0, fold_in(rng, k) for the others. So sample k
+  is what a single-sample call with that key draws, sample 0 is the single-sample result for `rng`
+  (the same words as before sampling was batched), and a call's samples begin any larger call's."""
+  return jnp.concatenate([rng[None], jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(1, num_samples))])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5, 7))
 def generate(model: LanguageModel, params: Params, rng: jax.Array, num_words: int, temperature: float,
-             top_k: int = 0, prompt_ids: jax.Array | None = None) -> jax.Array:
-  """`num_words` sampled word ids [num_words]. Without a prompt the first input word is drawn
-  uniformly, as in the reference."""
-  first_rng, rng = jax.random.split(rng)
+             top_k: int = 0, prompt_ids: jax.Array | None = None, num_samples: int = 1) -> jax.Array:
+  """`num_samples` sequences of `num_words` sampled word ids [num_samples, num_words]. Without a prompt
+  each sequence's first input word is drawn uniformly, as in the reference."""
+  first_keys_N, keys_N = jax.vmap(jax.random.split, out_axes=1)(sample_keys(rng, num_samples))
   if prompt_ids is None or prompt_ids.shape[0] == 0:
-    prompt_ids = jax.random.randint(first_rng, (1,), 0, model.vocab_size)
-  logits_V, carry = _run_prefix(model, params, prompt_ids, num_words)
+    prompt_PxN = jax.vmap(lambda key: jax.random.randint(key, (1,), 0, model.vocab_size), out_axes=1)(first_keys_N)
+  else:
+    prompt_PxN = jnp.broadcast_to(prompt_ids[:, None], (prompt_ids.shape[0], num_samples))
+  logits_NxV, carry = _run_prefix(model, params, prompt_PxN, num_words)
 
-  def sample_next(state, step_rng):
-    logits_V, carry = state
-    word = sample_word(step_rng, sampling_logits(logits_V, temperature, top_k))
-    return _next_logits(model, params, word[None, None], carry), word
+  def sample_next(state, step_keys_N):
+    logits_NxV, carry = state
+    words_N = jax.vmap(lambda key, logits_V: sample_word(key, sampling_logits(logits_V, temperature, top_k)))(
+        step_keys_N, logits_NxV)
+    return _next_logits(model, params, words_N[None], carry), words_N
 
-  _, words = jax.lax.scan(sample_next, (logits_V, carry), jax.random.split(rng, num_words))
-  return words
+  step_keys_WxN = jax.vmap(lambda key: jax.random.split(key, num_words), out_axes=1)(keys_N)
+  _, words_WxN = jax.lax.scan(sample_next, (logits_NxV, carry), step_keys_WxN)
+  return words_WxN.T
 
 
 def format_words(words: list[str], per_line: int = 20) -> str:

@@ -13,12 +13,12 @@ from lm_jax.models.recurrence import run_layer
 B, I, H = 3, 5, 4
 
 
-def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh, xp=np):
+def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh, xp=np, matmul=lambda a, b: a @ b):
   """PyTorch's documented equations, weights in PyTorch's [G*H, in] layout, float64; `xp` = np, or
-  jnp to differentiate them."""
+  jnp to differentiate them; `matmul` for the two products (test_precision rounds their inputs)."""
   sigmoid = lambda v: 1.0 / (1.0 + xp.exp(-v))
-  gi = x @ w_ih.T + b_ih
-  gh = state[0] @ w_hh.T + b_hh
+  gi = matmul(x, w_ih.T) + b_ih
+  gh = matmul(state[0], w_hh.T) + b_hh
   if cell == "lstm":
     h, c = state
     i, f, g, o = xp.split(gi + gh, 4, axis=-1)
@@ -26,9 +26,11 @@ def numpy_step(cell: str, x, state, w_ih, w_hh, b_ih, b_hh, xp=np):
     return sigmoid(o) * xp.tanh(c), c
   if cell == "gru":
     (h,) = state
-    r = sigmoid(gi[:, :H] + gh[:, :H])
-    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-    n = xp.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    r_gi, z_gi, n_gi = xp.split(gi, 3, axis=-1)
+    r_gh, z_gh, n_gh = xp.split(gh, 3, axis=-1)
+    r = sigmoid(r_gi + r_gh)
+    z = sigmoid(z_gi + z_gh)
+    n = xp.tanh(n_gi + r * n_gh)
     return ((1 - z) * n + z * h,)
   act = xp.tanh if cell == "rnn_tanh" else (lambda v: xp.maximum(v, 0.0))
   return (act(gi + gh),)

@@ -80,10 +80,18 @@ def test_train_evaluate_generate_and_their_errors(tmp_path):
   assert generated.returncode == 0, generated.stderr
   lines = output.read_text().splitlines()
   assert [len(line.split()) for line in lines] == [20, 20, 5]
+  samples = tmp_path / "samples.txt"
+  generated = lm_jax("generate", f"--workdir={workdir}", "--words=45", "--num_samples=3", f"--output={samples}")
+  assert generated.returncode == 0, generated.stderr
+  blocks = samples.read_text().split("\n\n")  # one block per sample, the first the single sample's
+  assert [[len(line.split()) for line in block.splitlines()] for block in blocks] == [[20, 20, 5]] * 3
+  assert blocks[0] + "\n" == output.read_text() and len(set(blocks)) == 3
 
   before = {**snapshot(workdir), "sample": output.stat().st_mtime}
   assert_one_line_error(lm_jax("generate", f"--workdir={workdir}", "--temperature=0", f"--output={output}"),
                         r"--temperature must be > 0 \(got 0.0\)")
+  assert_one_line_error(lm_jax("generate", f"--workdir={workdir}", "--num_samples=0", f"--output={output}"),
+                        r"--num_samples must be > 0 \(got 0\); pass e.g. --num_samples=4")
   assert_one_line_error(lm_jax("generate", f"--workdir={workdir}", "--prompt=zzzz", f"--output={output}"),
                         r"words \['zzzz'\] are not in the vocabulary and it has no <unk>")
   assert_one_line_error(lm_jax("train", *TINY_FLAGS, "--config.model.nhid=32", f"--workdir={workdir}"),
@@ -130,7 +138,8 @@ def console_script(command: str) -> str:
                   "--cache_theta", "--cache_lambda", "--[no]cache_search", "--[no]dynamic_eval", "--dynamic_rule",
                   "--dynamic_lr", "--dynamic_lamb", "--dynamic_epsilon", "--dynamic_bptt", "--dynamic_stats_batch",
                   "--dynamic_stats_segments"]),
-    ("generate", ["--workdir", "--words", "--temperature", "--top_k", "--prompt", "--seed", "--output"]),
+    ("generate", ["--workdir", "--words", "--temperature", "--top_k", "--prompt", "--seed", "--output",
+                  "--num_samples"]),
     ("import", ["--checkpoint", "--data_dir", "--workdir", "--cell", "--nhead", "--[no]overwrite"]),
     ("sweep", ["--config", "--grid", "--zip", "--set", "--workdir", "--parallel", "--[no]print_commands", "--report"]),
 ])

@@ -214,8 +214,7 @@ def test_sampling_follows_softmax_of_logits_over_temperature(tmp_path):
   prompt = np.array([3, 5], np.int32)
   temperature = 0.7
   expected = np.asarray(jax.nn.softmax(np.asarray(predict(run.model, run.params, prompt), np.float64) / temperature))
-  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
-  firsts = jax.vmap(lambda k: generate(run.model, run.params, k, 1, temperature, 0, prompt)[0])(keys)
+  firsts = generate(run.model, run.params, jax.random.PRNGKey(0), 1, temperature, 0, prompt, num_samples=4000)[:, 0]
   counts = np.bincount(np.asarray(firsts), minlength=len(expected))
   top = np.argsort(expected)[-5:]
   sigma = np.sqrt(4000 * expected[top] * (1 - expected[top]))
@@ -224,7 +223,7 @@ def test_sampling_follows_softmax_of_logits_over_temperature(tmp_path):
   assert kept.tolist() == [False] * 7 + [True] * 3
   a = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
   b = generate(run.model, run.params, jax.random.PRNGKey(5), 30, 1.0, 0, None)
-  assert a.shape == (30,) and np.array_equal(a, b)
+  assert a.shape == (1, 30) and np.array_equal(a, b)
 
 
 def test_top_k_keeps_exactly_k_words_when_logits_tie():
@@ -322,7 +321,7 @@ def test_greedy_generation_follows_argmax_of_predict_on_the_growing_prefix():
   model = RNNModel(vocab_size=50, cell="gru", emsize=16, nhid=16, nlayers=2, dropout=0.0, init_range=3.0)
   params = model.init_params(3)
   prompt = np.array([4, 7, 1], np.int32)
-  words = np.asarray(generate(model, params, jax.random.PRNGKey(0), 25, 1e-4, 0, prompt))
+  words = np.asarray(generate(model, params, jax.random.PRNGKey(0), 25, 1e-4, 0, prompt))[0]
   prefix = list(prompt)
   for word in words:
     log_probs = np.asarray(predict(model, params, np.array(prefix, np.int32)))

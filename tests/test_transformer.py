@@ -208,7 +208,7 @@ def test_kv_cache_generation_equals_rerunning_the_whole_sequence(memory, prompt)
   model, params = random_model(memory=memory)
   rng = jax.random.PRNGKey(7)
   prompt_ids = None if prompt is None else jnp.asarray(prompt)
-  words = generate(model, params, rng, 30, 1.0, 0, prompt_ids)
+  words = generate(model, params, rng, 30, 1.0, 0, prompt_ids)[0]
   assert list(np.asarray(words)) == whole_sequence_generate(model, params, rng, 30, 1.0, prompt)
 
 

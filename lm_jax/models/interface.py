@@ -7,7 +7,7 @@ logits and its NLL:
 
   params  = model.init_params(seed)
   carry   = model.init_carry(batch_size)          # the state at the start of an epoch or evaluation
-  carry   = model.init_decoding_carry(1, max_len)  # the same, for feeding a sequence piece by piece (generation)
+  carry   = model.init_decoding_carry(batch_size, max_len)  # for feeding sequences piece by piece (generation)
   out     = model.features(params, tokens_TxB, carry, valid_T, train=..., rng=...)
   logits  = model.logits(params, out.features_TxBxH)
   nll_TxB = model.nll(params, out.features_TxBxH, targets_TxB)

@@ -7,6 +7,9 @@ small matmul and one [H, G] addition per time step, and reduces the bias gradien
 elementwise cell derivative and dgh W_hh^T; every weight gradient is then one matmul over all T*B
 rows at once. The cell's own derivative still comes from autodiff (jax.vjp of cell.step), so every
 cell gets this for free. Exact: the same float32 gradient, summed in a different order.
+
+With matmul_dtype "bfloat16" (precision.py) every matmul here, forward and backward, takes bfloat16
+inputs; the bias gradients (sums, written as products with ones) stay float32.
 """
 
 from __future__ import annotations
@@ -17,34 +20,35 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.models.cells import Cell, State
+from lm_jax.models.precision import einsum, matmul
 
 Weights = dict[str, jax.Array]  # w_ih [I, G], w_hh [H, G], b_ih [G], b_hh [G]
 
 
 def run_layer(cell: Cell, weights: Weights, x_TxBxI: jax.Array, state: State, valid_T: jax.Array,
-              unroll: int = 1) -> tuple[jax.Array, State]:
+              unroll: int = 1, matmul_dtype: str = "float32") -> tuple[jax.Array, State]:
   """Returns the outputs h_TxBxH and the state after the last valid step.
 
   `valid_T[t]` is False for padding steps past the window's length: there the state is held, so
   the returned state is the one after exactly `length` steps. `unroll` applies to the forward scan;
-  the backward loop stays rolled (unrolling it measured slower on XLA:CPU).
+  the backward loop stays rolled (unrolling it measured slower on XLA:CPU). `matmul_dtype`: precision.py.
   """
   # A plain dict (flax hands a FrozenDict), the structure the gradient below is built in.
-  return _layer(cell, unroll, dict(weights), x_TxBxI, state, valid_T)
+  return _layer(cell, unroll, matmul_dtype, dict(weights), x_TxBxI, state, valid_T)
 
 
 def _hold(valid: jax.Array, new_state: State, state: State) -> State:
   return tuple(jnp.where(valid, new, old) for new, old in zip(new_state, state))
 
 
-def _scan(cell: Cell, unroll: int, weights: Weights, x_TxBxI: jax.Array, state: State, valid_T: jax.Array,
-          keep_step_inputs: bool):
+def _scan(cell: Cell, unroll: int, dtype: str, weights: Weights, x_TxBxI: jax.Array, state: State,
+          valid_T: jax.Array, keep_step_inputs: bool):
   """(h_TxBxH, final state, (gi_TxBxG, each step's (gh_BxG, incoming state) stacked over T, if kept))."""
-  gi_TxBxG = x_TxBxI @ weights["w_ih"] + weights["b_ih"]
+  gi_TxBxG = matmul(x_TxBxI, weights["w_ih"], dtype) + weights["b_ih"]
 
   def step(state: State, inputs: tuple[jax.Array, jax.Array]):
     gi_BxG, valid = inputs
-    gh_BxG = state[0] @ weights["w_hh"] + weights["b_hh"]
+    gh_BxG = matmul(state[0], weights["w_hh"], dtype) + weights["b_hh"]
     new_state = cell.step(gi_BxG, gh_BxG, state)
     return _hold(valid, new_state, state), (new_state[0], (gh_BxG, state) if keep_step_inputs else ())
 
@@ -52,20 +56,20 @@ def _scan(cell: Cell, unroll: int, weights: Weights, x_TxBxI: jax.Array, state: 
   return h_TxBxH, state, (gi_TxBxG, step_inputs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _layer(cell: Cell, unroll: int, weights: Weights, x_TxBxI: jax.Array, state: State,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _layer(cell: Cell, unroll: int, dtype: str, weights: Weights, x_TxBxI: jax.Array, state: State,
            valid_T: jax.Array) -> tuple[jax.Array, State]:
-  h_TxBxH, state, _ = _scan(cell, unroll, weights, x_TxBxI, state, valid_T, keep_step_inputs=False)
+  h_TxBxH, state, _ = _scan(cell, unroll, dtype, weights, x_TxBxI, state, valid_T, keep_step_inputs=False)
   return h_TxBxH, state
 
 
-def _layer_forward(cell, unroll, weights, x_TxBxI, state, valid_T):
-  h_TxBxH, final_state, (gi_TxBxG, (gh_TxBxG, states_in)) = _scan(cell, unroll, weights, x_TxBxI, state, valid_T,
-                                                                  keep_step_inputs=True)
+def _layer_forward(cell, unroll, dtype, weights, x_TxBxI, state, valid_T):
+  h_TxBxH, final_state, (gi_TxBxG, (gh_TxBxG, states_in)) = _scan(cell, unroll, dtype, weights, x_TxBxI, state,
+                                                                  valid_T, keep_step_inputs=True)
   return (h_TxBxH, final_state), (weights, x_TxBxI, valid_T, gi_TxBxG, gh_TxBxG, states_in)
 
 
-def _layer_backward(cell, unroll, residuals, cotangents):
+def _layer_backward(cell, unroll, dtype, residuals, cotangents):
   weights, x_TxBxI, valid_T, gi_TxBxG, gh_TxBxG, states_in = residuals
   dh_TxBxH, dfinal_state = cotangents
 
@@ -79,7 +83,7 @@ def _layer_backward(cell, unroll, residuals, cotangents):
     dgi_BxG, dgh_BxG, dstate = jax.vjp(step, gi_BxG, gh_BxG, state)[1]((dstate, dh_BxH))
     # The incoming h also made gh = h W_hh + b_hh. dgh W_hh^T contracts both operands along their
     # contiguous G axis: faster on XLA:CPU than a product with a transposed copy of W_hh.
-    return (dstate[0] + jnp.einsum("bg,hg->bh", dgh_BxG, weights["w_hh"]),) + dstate[1:], (dgi_BxG, dgh_BxG)
+    return (dstate[0] + einsum("bg,hg->bh", dgh_BxG, weights["w_hh"], dtype),) + dstate[1:], (dgi_BxG, dgh_BxG)
 
   dstate, (dgi_TxBxG, dgh_TxBxG) = jax.lax.scan(step_backward, dfinal_state,
                                                  (gi_TxBxG, gh_TxBxG, states_in, valid_T, dh_TxBxH),
@@ -87,9 +91,9 @@ def _layer_backward(cell, unroll, residuals, cotangents):
   rows = lambda a: a.reshape(-1, a.shape[-1])  # [T, B, ...] -> [T*B, ...]
   # Bias gradients as products with ones: a column sum is single-threaded on XLA:CPU.
   ones_N = jnp.ones(rows(dgi_TxBxG).shape[0], dgi_TxBxG.dtype)
-  dweights = {"w_ih": rows(x_TxBxI).T @ rows(dgi_TxBxG), "b_ih": ones_N @ rows(dgi_TxBxG),
-              "w_hh": rows(states_in[0]).T @ rows(dgh_TxBxG), "b_hh": ones_N @ rows(dgh_TxBxG)}
-  return dweights, dgi_TxBxG @ weights["w_ih"].T, dstate, None
+  dweights = {"w_ih": matmul(rows(x_TxBxI).T, rows(dgi_TxBxG), dtype), "b_ih": ones_N @ rows(dgi_TxBxG),
+              "w_hh": matmul(rows(states_in[0]).T, rows(dgh_TxBxG), dtype), "b_hh": ones_N @ rows(dgh_TxBxG)}
+  return dweights, matmul(dgi_TxBxG, weights["w_ih"].T, dtype), dstate, None
 
 
 _layer.defvjp(_layer_forward, _layer_backward)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from lm_jax.errors import UserError
+from lm_jax.models import precision
 from lm_jax.models.interface import LanguageModel
 from lm_jax.models.rnn_model import RNNModel
 from lm_jax.models.transformer import TransformerModel
@@ -21,6 +22,7 @@ def family(model_config: ml_collections.ConfigDict) -> type[LanguageModel]:
 
 def validate(model_config: ml_collections.ConfigDict) -> None:
   family(model_config).validate_config(model_config)
+  precision.validate(model_config.matmul_dtype)
 
 
 def model_from_config(model_config: ml_collections.ConfigDict, vocab_size: int) -> LanguageModel:

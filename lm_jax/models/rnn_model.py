@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm_jax.errors import UserError
+from lm_jax.models import precision
 from lm_jax.models.cells import CELLS, State
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
 from lm_jax.models.recurrence import run_layer
@@ -86,6 +87,7 @@ class _Network(nn.Module):
   unroll: int
   recurrent_init: str
   recurrent_init_scale: float
+  matmul_dtype: str
 
   def setup(self):
     gates = CELLS[self.cell].num_gates
@@ -129,7 +131,7 @@ class _Network(nn.Module):
     for k, weights in enumerate(self.layers):
       if f"w_hh_{k}" in masks:  # outside the layer's custom VJP: the mask's chain rule is plain autodiff
         weights = {**weights, "w_hh": weights["w_hh"] * masks[f"w_hh_{k}"]}
-      raw, layer_state = run_layer(CELLS[self.cell], weights, x, carry[k], valid_T, self.unroll)
+      raw, layer_state = run_layer(CELLS[self.cell], weights, x, carry[k], valid_T, self.unroll, self.matmul_dtype)
       x = drop(raw, f"hidden_{k}_BxH" if k < len(self.layers) - 1 else "output_BxH")
       new_carry.append(layer_state)
     return x, tuple(new_carry), raw
@@ -137,12 +139,12 @@ class _Network(nn.Module):
   def decode(self, h_TxBxH: jax.Array) -> jax.Array:
     # Written as W h: with h @ W^T, XLA:CPU copies W transposed (26 MB at WikiText-2 size) for every
     # single-row product, i.e. once per sampled word; W h reads W in place.
-    return jnp.einsum("vh,tbh->tbv", self.decoder_weight_VxH, h_TxBxH) + self.decoder_bias_V
+    return precision.einsum("vh,tbh->tbv", self.decoder_weight_VxH, h_TxBxH, self.matmul_dtype) + self.decoder_bias_V
 
   def nll(self, h_TxBxH: jax.Array, targets_TxB: jax.Array) -> jax.Array:
     steps, batch, size = h_TxBxH.shape
     nll_N = decoder_nll(h_TxBxH.reshape(steps * batch, size), self.decoder_weight_VxH, self.decoder_bias_V,
-                        targets_TxB.reshape(steps * batch))
+                        targets_TxB.reshape(steps * batch), self.matmul_dtype)
     return nll_N.reshape(steps, batch)
 
 
@@ -169,6 +171,7 @@ class RNNModel(LanguageModel):
   wdrop: float = 0.0            # DropConnect on each layer's hidden-to-hidden matrix, per window
   recurrent_init: str = "uniform"   # 'identity': IRNN's W_hh = recurrent_init_scale * I, biases 0 (rnn_relu/rnn_tanh)
   recurrent_init_scale: float = 1.0
+  matmul_dtype: str = "float32"  # "bfloat16": matmul inputs rounded to it, float32 accumulation (precision.py)
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -177,7 +180,8 @@ class RNNModel(LanguageModel):
   @property
   def _network(self) -> _Network:
     return _Network(self.vocab_size, self.cell, self.emsize, self.sizes, self.dropout, self.locked_dropout,
-                    self.tied, self.init_range, self.unroll, self.recurrent_init, self.recurrent_init_scale)
+                    self.tied, self.init_range, self.unroll, self.recurrent_init, self.recurrent_init_scale,
+                    self.matmul_dtype)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
@@ -207,7 +211,8 @@ class RNNModel(LanguageModel):
 
   def describe(self) -> str:
     sizes = "/".join(map(str, self.sizes)) if len(set(self.sizes)) > 1 else f"{self.nlayers}x{self.nhid}"
-    return f"{self.cell} {sizes} (emsize {self.emsize}, {'tied' if self.tied else 'untied'})"
+    return (f"{self.cell} {sizes} (emsize {self.emsize}, {'tied' if self.tied else 'untied'}"
+            f"{precision.describe(self.matmul_dtype)})")
 
   def init_params(self, seed: int) -> Params:
     tokens_1x1 = jnp.zeros((1, 1), jnp.int32)

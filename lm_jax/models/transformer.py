@@ -53,6 +53,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lm_jax.errors import UserError
+from lm_jax.models import precision
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
 from lm_jax.models.softmax_nll import decoder_nll
 
@@ -123,6 +124,7 @@ class TransformerModel(LanguageModel):
   pre_norm: bool = False      # x + sublayer(norm(x)) instead of norm(x + sublayer(x))
   memory: int = 0             # positions of keys/values carried across windows (0: none, the reference)
   transformer_tied: bool = False  # decoder weight = embedding (the reference ignores --tied for Transformers)
+  matmul_dtype: str = "float32"   # "bfloat16": matmul inputs rounded to it, float32 accumulation (precision.py)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
@@ -149,7 +151,7 @@ class TransformerModel(LanguageModel):
     options = [name for name, on in (("pre-norm", self.pre_norm), (f"memory {self.memory}", self.memory),
                                      ("tied", self.transformer_tied)) if on]
     return (f"transformer {self.nlayers}x{self.emsize} (nhead {self.nhead}, nhid {self.nhid}"
-            + "".join(f", {o}" for o in options) + ")")
+            + "".join(f", {o}" for o in options) + precision.describe(self.matmul_dtype) + ")")
 
   def init_params(self, seed: int) -> Params:
     """The reference's init: nn.Transformer's xavier_uniform_ on every matrix of the encoder, zero attention
@@ -234,8 +236,8 @@ class TransformerModel(LanguageModel):
     x_TxBxE = x_TxBxE + drop(attended, self.layer_dropout, site + 1)
     x_TxBxE = x_TxBxE if self.pre_norm else norm(x_TxBxE, 1)
     h = norm(x_TxBxE, 2) if self.pre_norm else x_TxBxE
-    inner = drop(jax.nn.relu(h @ p("linear1") + p("linear1_bias")), self.layer_dropout, site + 2)
-    x_TxBxE = x_TxBxE + drop(inner @ p("linear2") + p("linear2_bias"), self.layer_dropout, site + 3)
+    inner = drop(jax.nn.relu(self._matmul(h, p("linear1")) + p("linear1_bias")), self.layer_dropout, site + 2)
+    x_TxBxE = x_TxBxE + drop(self._matmul(inner, p("linear2")) + p("linear2_bias"), self.layer_dropout, site + 3)
     x_TxBxE = x_TxBxE if self.pre_norm else norm(x_TxBxE, 2)
     return x_TxBxE, keys_BxSxE, values_BxSxE
 
@@ -245,27 +247,33 @@ class TransformerModel(LanguageModel):
     """nn.MultiheadAttention over the cache and the window: softmax(q k^T / sqrt(D)) v per head."""
     steps, batch, emsize = h_TxBxE.shape
     heads, head_size = self.nhead, emsize // self.nhead
-    q_TxBxE, k_TxBxE, v_TxBxE = jnp.split(h_TxBxE @ p("in_proj") + p("in_proj_bias"), 3, axis=-1)
+    q_TxBxE, k_TxBxE, v_TxBxE = jnp.split(self._matmul(h_TxBxE, p("in_proj")) + p("in_proj_bias"), 3, axis=-1)
     keys_BxSxE = jnp.concatenate([past_keys_BxCxE, k_TxBxE.transpose(1, 0, 2)], 1)
     values_BxSxE = jnp.concatenate([past_values_BxCxE, v_TxBxE.transpose(1, 0, 2)], 1)
     q_TxBxNxD = q_TxBxE.reshape(steps, batch, heads, head_size)
     split_heads = lambda a_BxSxE: a_BxSxE.reshape(batch, -1, heads, head_size)
-    scores_BxNxTxS = jnp.einsum("tbnd,bsnd->bnts", q_TxBxNxD, split_heads(keys_BxSxE)) / math.sqrt(head_size)
+    scores_BxNxTxS = self._einsum("tbnd,bsnd->bnts", q_TxBxNxD, split_heads(keys_BxSxE)) / math.sqrt(head_size)
     scores_BxNxTxS = jnp.where(visible_BxTxS[:, None], scores_BxNxTxS, -jnp.inf)
     weights_BxNxTxS = drop_weights(jax.nn.softmax(scores_BxNxTxS, axis=-1))
-    attended_TxBxNxD = jnp.einsum("bnts,bsnd->tbnd", weights_BxNxTxS, split_heads(values_BxSxE))
-    attended_TxBxE = attended_TxBxNxD.reshape(steps, batch, emsize) @ p("out_proj") + p("out_proj_bias")
+    attended_TxBxNxD = self._einsum("bnts,bsnd->tbnd", weights_BxNxTxS, split_heads(values_BxSxE))
+    attended_TxBxE = self._matmul(attended_TxBxNxD.reshape(steps, batch, emsize), p("out_proj")) + p("out_proj_bias")
     return attended_TxBxE, keys_BxSxE, values_BxSxE
+
+  def _matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    return precision.matmul(a, b, self.matmul_dtype)
+
+  def _einsum(self, spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    return precision.einsum(spec, a, b, self.matmul_dtype)
 
   def _decoder_weight(self, params: Params) -> jax.Array:
     return params["embedding"] if self.transformer_tied else params["decoder_weight"]
 
   def logits(self, params: Params, features_TxBxH: jax.Array) -> jax.Array:
     # W h, not h W^T: XLA:CPU would copy W transposed for every sampled word (rnn_model.py).
-    return jnp.einsum("vh,tbh->tbv", self._decoder_weight(params), features_TxBxH) + params["decoder_bias"]
+    return self._einsum("vh,tbh->tbv", self._decoder_weight(params), features_TxBxH) + params["decoder_bias"]
 
   def nll(self, params: Params, features_TxBxH: jax.Array, targets_TxB: jax.Array) -> jax.Array:
     steps, batch, emsize = features_TxBxH.shape
     nll_N = decoder_nll(features_TxBxH.reshape(steps * batch, emsize), self._decoder_weight(params),
-                        params["decoder_bias"], targets_TxB.reshape(steps * batch))
+                        params["decoder_bias"], targets_TxB.reshape(steps * batch), self.matmul_dtype)
     return nll_N.reshape(steps, batch)
