@@ -178,7 +178,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   # from the lstm in one argument; the FLOP tests cover them).
   subprocess.run([sys.executable, "-m", "benchmarks.step_time", "--quick", "--models=lstm,transformer",
                   "--dtypes=float32,bfloat16", f"--output_dir={output_dir}"],
-                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=600)
+                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=1200)
   (json_path,) = output_dir.glob("*.json")
   return output_dir, json.loads(json_path.read_text())
 
