@@ -15,10 +15,11 @@ from benchmarks import jax_workload
 from benchmarks.measure import median_seconds
 from benchmarks.shapes import Shape
 
+PARTS = ("features", "decoder_matmuls", "softmax_passes", "optimiser", "rest")
 DERIVATION = (
-    "Each part is jitted on its own with the step's shapes and timed (median after warm-up): recurrence = "
-    "forward and backward of the model's features (embedding, dropout, recurrent layers) under a fixed "
-    "cotangent; decoder_matmuls = the fused loss's three [T*B, H] x [H, V]-sized products (h W^T forward; e W "
+    "Each part is jitted on its own with the step's shapes and timed (median after warm-up): features = "
+    "forward and backward of the model's features (embedding, dropout, the recurrent or encoder layers) under a "
+    "fixed cotangent; decoder_matmuls = the fused loss's three [T*B, H] x [H, V]-sized products (h W^T forward; e W "
     "and e^T h backward, e = exp(logits - max)), timed as plain matmuls of random arrays of those shapes; "
     "softmax_passes = the model's NLL (decoder and softmax cross-entropy, fused) forward + backward minus "
     "those matmuls (the bias column, max, exp, row sums, the bias gradient, the target terms); optimiser = "
@@ -51,8 +52,8 @@ def step_breakdown(shape: Shape, step_ms: float) -> dict[str, dict[str, float]]:
   grads = jax.grad(lambda p: window_loss(model, p, carry, window, train=True, rng=rng)[0])(params)
   update = jax.jit(lambda g, o, p: optax.apply_updates(p, s.optimizer.update(g, o, p)[0]))
   ms = {
-      "recurrence": time_ms(jax.jit(jax.grad(lambda p: jnp.sum(features(p) * cotangent_TxBxH))), (params,),
-                            shape.steps),
+      "features": time_ms(jax.jit(jax.grad(lambda p: jnp.sum(features(p) * cotangent_TxBxH))), (params,),
+                          shape.steps),
       "decoder_forward_matmul": time_ms(jax.jit(lambda h, w: h @ w.T), (h_NxH, w_VxH), shape.steps),
       "decoder_backward_matmuls": time_ms(jax.jit(lambda e, w, h: (e @ w, e.T @ h)), (exp_NxV, w_VxH, h_NxH),
                                           shape.steps),
@@ -61,7 +62,7 @@ def step_breakdown(shape: Shape, step_ms: float) -> dict[str, dict[str, float]]:
   }
   decoder_matmuls = ms["decoder_forward_matmul"] + ms["decoder_backward_matmuls"]
   parts = {
-      "recurrence": ms["recurrence"],
+      "features": ms["features"],
       "decoder_matmuls": decoder_matmuls,
       "softmax_passes": ms["fused_loss"] - decoder_matmuls,
       "optimiser": ms["optimiser"],

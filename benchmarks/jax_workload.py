@@ -1,5 +1,5 @@
-"""The lm_jax workload: the trainer's own model, optimiser, train step, Evaluator and generator at a given
-`Shape`, behind the `Workload` interface."""
+"""The lm_jax workload: the trainer's own model (the `rnn` family with the shape's cell, or `transformer`),
+optimiser, train step, Evaluator and generator at a given `Shape`, behind the `Workload` interface."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 from typing import Callable
 
 import jax
+import ml_collections
 import optax
 
 from lm_jax import steps
 from lm_jax.config import reference_config
-from lm_jax.data.batching import DeviceSplit, put_on_device, window_bounds
+from lm_jax.data.batching import DeviceSplit, put_on_device, window_at, window_bounds
 from lm_jax.evaluate import Evaluator
 from lm_jax.generate import generate
 from lm_jax.models.interface import LanguageModel
@@ -19,7 +20,7 @@ from lm_jax.models.registry import model_from_config
 from lm_jax.optim import make_optimizer
 
 from benchmarks.measure import Workload
-from benchmarks.shapes import Shape, random_stream
+from benchmarks.shapes import TRANSFORMER, Shape, random_stream
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -33,11 +34,22 @@ class Setup:
   evaluation: DeviceSplit
 
 
+def model_config(shape: Shape) -> ml_collections.ConfigDict:
+  """config.model of the shape: the reference's defaults with its family, sizes, dropout and matmul dtype."""
+  model = reference_config().model
+  model.update(emsize=shape.nhid, nhid=shape.nhid, nlayers=shape.nlayers, dropout=shape.dropout, tied=shape.tied,
+               matmul_dtype=shape.dtype)
+  if shape.model == TRANSFORMER:
+    model.update(kind=TRANSFORMER, nhead=shape.nhead)
+  else:
+    model.update(cell=shape.model)
+  return model
+
+
 def setup(shape: Shape) -> Setup:
   """The reference config with the shape's model, batch and window; data on the device once."""
   config = reference_config()
-  config.model.update(cell=shape.cell, emsize=shape.nhid, nhid=shape.nhid, nlayers=shape.nlayers,
-                      dropout=shape.dropout, tied=shape.tied)
+  config.model = model_config(shape)
   config.update(batch_size=shape.batch, eval_batch_size=shape.eval_batch, bptt=shape.bptt)
   config.optim.update(lr=shape.lr, clip=shape.clip)
   model = model_from_config(config.model, shape.vocab)
@@ -71,6 +83,10 @@ def build(shape: Shape) -> Workload:
   evaluator = Evaluator(s.model, shape.bptt)
   windows = window_bounds(s.train.rows, shape.bptt)
   state, step = s.state, 0
+  inputs_TxB = window_at(s.train.padded_TxB, 0, shape.bptt, shape.bptt).inputs_TxB
+  # An rnn model's features are its embedding and recurrent layers (the decoder comes after), from a zero state.
+  features = jax.jit(lambda params, tokens_TxB: s.model.features(params, tokens_TxB,
+                                                                 s.model.init_carry(shape.batch)).features_TxBxH)
 
   def train() -> None:
     nonlocal state, step
@@ -81,8 +97,11 @@ def build(shape: Shape) -> Workload:
   return Workload(
       train_step=train,
       evaluate=lambda: evaluator.mean_nll(state.params, s.evaluation),  # a host float: it waits for the device
-      generate=lambda: jax.block_until_ready(generate(s.model, state.params, jax.random.PRNGKey(0), shape.gen_words,
-                                                      1.0)),
+      generate={n: lambda n=n: jax.block_until_ready(generate(s.model, state.params, jax.random.PRNGKey(0),
+                                                               shape.gen_words, 1.0, num_samples=n))
+                for n in shape.gen_samples},
+      recurrence_forward=(None if shape.model == TRANSFORMER
+                          else lambda: jax.block_until_ready(features(state.params, inputs_TxB))),
       compilations=compilation_counter(train_step),
       device_peak_mib=device_peak_mib,
       device=str(jax.devices()[0].device_kind),

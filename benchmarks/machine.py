@@ -1,4 +1,5 @@
-"""The machine: its name for the result files, CPU model, library versions and fp32 matmul ceiling."""
+"""The machine: its name for the result files, CPU model, library versions, its matmul ceilings (float32,
+and bfloat16 with float32 accumulation), its memory bandwidth and whether it has native bfloat16."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from benchmarks.measure import seconds
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls
 
 
 def device_name() -> str:
@@ -25,15 +27,29 @@ def device_name() -> str:
   return re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+  """The first value of `field` in /proc/cpuinfo; None where there is none (not Linux)."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("model name"):
+        if line.split(":", 1)[0].strip() == field:
           return line.split(":", 1)[1].strip()
   except OSError:
     pass
-  return platform.processor() or "unknown"
+  return None
+
+
+def cpu_model() -> str:
+  return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+def bfloat16_support(platform_name: str) -> str | None:
+  """Why this device has native bfloat16 matmuls (an accelerator, or the CPU flags that give them), or
+  None where it has none and bfloat16 would be emulated."""
+  if platform_name != "cpu":
+    return f"a {platform_name} accelerator"
+  found = [flag for flag in BFLOAT16_CPU_FLAGS if flag in (_cpuinfo("flags") or "").split()]
+  return f"CPU flags {', '.join(found)}" if found else None
 
 
 def versions() -> dict[str, str]:
@@ -52,10 +68,22 @@ def best_gflops(matmul: Callable[[], None], n: int, repeats: int) -> float:
   return 2 * n ** 3 / min(seconds(matmul) for _ in range(repeats)) / 1e9
 
 
-def describe(matmul_n: int, repeats: int = 5) -> dict:
+def bandwidth_gb_per_s(mib: int, repeats: int) -> float:
+  """Memory read bandwidth of the JAX device, where generation reads its weights: GB/s of a jitted sum
+  over a float32 array of `mib` MiB (larger than the caches), best of `repeats` after one warm-up call."""
+  x = jnp.ones(mib * 2 ** 20 // 4, jnp.float32)
+  total = jax.jit(jnp.sum)
+  read = lambda: total(x).block_until_ready()
+  read()
+  return x.nbytes / min(seconds(read) for _ in range(repeats)) / 1e9
+
+
+def describe(matmul_n: int, bandwidth_mib: int, repeats: int = 5) -> dict:
   a, b = np.random.default_rng(0).standard_normal((2, matmul_n, matmul_n), dtype=np.float32)
   a_dev, b_dev = jax.device_put(a), jax.device_put(b)
+  a_bf16, b_bf16 = a_dev.astype(jnp.bfloat16), b_dev.astype(jnp.bfloat16)
   jax_matmul = jax.jit(jnp.matmul)
+  bf16_matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
   device = jax.devices()[0]
   return {
       "name": device_name(),
@@ -67,4 +95,9 @@ def describe(matmul_n: int, repeats: int = 5) -> dict:
       "matmul_n": matmul_n,
       "jax_matmul_gflops": best_gflops(lambda: jax_matmul(a_dev, b_dev).block_until_ready(), matmul_n, repeats),
       "numpy_matmul_gflops": best_gflops(lambda: a @ b, matmul_n, repeats),
+      "jax_bf16_matmul_gflops": best_gflops(lambda: bf16_matmul(a_bf16, b_bf16).block_until_ready(), matmul_n,
+                                            repeats),
+      "bandwidth_mib": bandwidth_mib,
+      "bandwidth_gb_per_s": bandwidth_gb_per_s(bandwidth_mib, repeats),
+      "bfloat16_support": bfloat16_support(device.platform),
   }

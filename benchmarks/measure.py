@@ -19,7 +19,8 @@ class Workload:
 
   train_step: Callable[[], None]
   evaluate: Callable[[], None]
-  generate: Callable[[], None]
+  generate: dict[int, Callable[[], None]]       # N -> N samples of `gen_words` words at once, for each N it runs
+  recurrence_forward: Callable[[], None] | None  # embedding + recurrent layers forward at the train shape; rnn only
   compilations: Callable[[], int | None]        # compiled train-step programs; None where nothing compiles
   device_peak_mib: Callable[[], float | None]   # accelerator memory; None on CPU
   device: str
@@ -35,12 +36,18 @@ def median_seconds(fn: Callable[[], None], calls: int) -> float:
   return statistics.median(seconds(fn) for _ in range(calls))
 
 
+def generate_key(num_samples: int, quantity: str = "words_per_s") -> str:
+  """The result key of generation's `quantity` (words_per_s, compile_s) with `num_samples` samples at once."""
+  return f"generate_n{num_samples}_{quantity}"
+
+
 def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def measure(workload: Workload, shape: Shape) -> dict:
-  """Steady-state medians after warm-up; compile time is the first call minus the steady state."""
+  """Steady-state medians after warm-up; compile time is the first call minus the steady state. A
+  workload without a recurrence forward gives None for it."""
   first_step_s = seconds(workload.train_step)
   compilations_after_first = workload.compilations()
   for _ in range(shape.warmup - 1):
@@ -50,8 +57,16 @@ def measure(workload: Workload, shape: Shape) -> dict:
   compilations_at_end = workload.compilations()
   first_eval_s = seconds(workload.evaluate)
   eval_s = median_seconds(workload.evaluate, shape.repeats)
-  first_generate_s = seconds(workload.generate)
-  generate_s = median_seconds(workload.generate, shape.repeats)
+  generation = {}
+  for num_samples, generate in workload.generate.items():
+    first_generate_s = seconds(generate)
+    generate_s = median_seconds(generate, shape.repeats)
+    generation[generate_key(num_samples)] = num_samples * shape.gen_words / generate_s
+    generation[generate_key(num_samples, "compile_s")] = first_generate_s - generate_s
+  forward_tokens_per_s = None
+  if workload.recurrence_forward is not None:
+    workload.recurrence_forward()  # compiles
+    forward_tokens_per_s = shape.train_tokens / median_seconds(workload.recurrence_forward, shape.steps)
   return {
       "device": workload.device,
       "train_ms": 1000 * step_s,
@@ -62,8 +77,8 @@ def measure(workload: Workload, shape: Shape) -> dict:
       "compilations_at_end": compilations_at_end,
       "eval_tokens_per_s": shape.eval_tokens / eval_s,
       "eval_compile_s": first_eval_s - eval_s,
-      "generate_words_per_s": shape.gen_words / generate_s,
-      "generate_compile_s": first_generate_s - generate_s,
+      **generation,
+      "recurrence_forward_tokens_per_s": forward_tokens_per_s,
       "peak_rss_mib": peak_rss_mib(),
       "device_peak_mib": workload.device_peak_mib(),
   }

@@ -1,80 +1,37 @@
-"""From the workers' results to pair-by-pair ratios, the speed targets, the markdown report and the plot."""
+"""The step-time report's markdown and plot, from the results step_time gathers (figures from summary.py),
+and the opening and targets table every benchmark report shares."""
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
 from pathlib import Path
 
 from benchmarks import plots
-from benchmarks.breakdown import DERIVATION
-from benchmarks.flops import FORMULA, train_step_flops
-from benchmarks.shapes import Shape
+from benchmarks.breakdown import DERIVATION, PARTS
+from benchmarks.flops import FORMULA
+from benchmarks.measure import generate_key
+from benchmarks.roofline import FORMULA as ROOFLINE_FORMULA
+from benchmarks.shapes import TRANSFORMER
+from benchmarks.summary import FRAMEWORKS, compilations
 
-FRAMEWORKS = {"lm_jax": "lm_jax", "pytorch": "PyTorch"}  # key -> label; workers run in this order
-# ratio name -> the throughput it compares; every ratio is lm_jax's over PyTorch's, so > 1 means lm_jax is faster.
-RATIOS = {"train": "train_tokens_per_s", "eval": "eval_tokens_per_s", "generate": "generate_words_per_s"}
-COMPILE_LIMIT_S = 10.0
-COMPILATION_COUNTS = ("compilations_after_first", "compilations_after_warmup", "compilations_at_end")
-BREAKDOWN_PARTS = ("recurrence", "decoder_matmuls", "softmax_passes", "optimiser", "rest")
-
-
-def summarise(shape: Shape, runs: dict[str, list[dict]]) -> dict:
-  """One config: its runs per framework, medians over rounds, ratios per (lm_jax, PyTorch) pair."""
-  breakdown = runs["lm_jax"][0].pop("breakdown")
-  flops = train_step_flops(shape)
-  medians = {framework: median_values(framework_runs) for framework, framework_runs in runs.items()}
-  ratios = {name: [jax_run[key] / torch_run[key] for jax_run, torch_run in zip(runs["lm_jax"], runs["pytorch"])]
-            for name, key in RATIOS.items()}
-  return {
-      "cell": shape.cell, "size": shape.size, "shape": dataclasses.asdict(shape), "train_step_flops": flops,
-      "runs": runs, "median": medians, "ratios": ratios,
-      "median_ratio": {name: statistics.median(values) for name, values in ratios.items()},
-      "gflops_per_s": {framework: flops / (m["train_ms"] / 1000) / 1e9 for framework, m in medians.items()},
-      "breakdown": breakdown,
-  }
-
-
-def median_values(runs: list[dict]) -> dict[str, float]:
-  numeric = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
-  return {key: statistics.median(run[key] for run in runs) for key in numeric}
-
-
-def targets(configs: list[dict]) -> list[dict]:
-  """The issue's speed targets, each with what was measured and whether it was met (None: not measured)."""
-
-  def ratio_target(name: str, ratio: str, threshold: float, sizes: tuple[str, ...] | None = None) -> dict:
-    chosen = [c for c in configs if sizes is None or c["size"] in sizes]
-    return {"target": name,
-            "measured": ", ".join(f"{c['cell']} {c['size']} {c['median_ratio'][ratio]:.2f}x" for c in chosen),
-            "met": all(c["median_ratio"][ratio] >= threshold for c in chosen) if chosen else None}
-
-  lm_jax_runs = {f"{c['cell']} {c['size']}": c["runs"]["lm_jax"] for c in configs}
-  return [
-      ratio_target("train tokens/s >= 1.5x PyTorch, every cell at 2x200", "train", 1.5, ("small",)),
-      ratio_target("train tokens/s >= 1.2x PyTorch, every cell at 2x650", "train", 1.2, ("medium",)),
-      ratio_target("evaluation tokens/s >= 1.5x PyTorch", "eval", 1.5),
-      ratio_target("generation words/s >= 5x PyTorch", "generate", 5.0),
-      {"target": f"train-step compile time <= {COMPILE_LIMIT_S:g} s per config (worst round)",
-       "measured": ", ".join(f"{name} {max(r['compile_s'] for r in runs):.2f} s" for name, runs in lm_jax_runs.items()),
-       "met": all(r["compile_s"] <= COMPILE_LIMIT_S for runs in lm_jax_runs.values() for r in runs)},
-      {"target": "no recompilation after the first step (compiled programs after first step / warm-up / end)",
-       "measured": ", ".join(f"{name} {' '.join(map(_compilations, runs))}" for name, runs in lm_jax_runs.items()),
-       "met": all(len({r[count] for count in COMPILATION_COUNTS}) == 1 for runs in lm_jax_runs.values() for r in runs)},
-  ]
+MATMUL_CEILING = {"float32": "jax_matmul_gflops", "bfloat16": "jax_bf16_matmul_gflops"}  # dtype -> machine key
+DTYPE_LABELS = {"float32": "f32", "bfloat16": "bf16"}
 
 
 def machine_lines(results: dict, torch_device: str) -> list[str]:
-  """A report's opening: date, both frameworks' devices, CPU, library versions and the matmul ceiling."""
+  """A report's opening: date, both frameworks' devices, CPU, library versions, the matmul ceilings, the
+  memory bandwidth and native bfloat16."""
   machine = results["machine"]
+  n = machine["matmul_n"]
   return [
       f"{results['date']} · JAX device {machine['device_kind']} ({machine['platform']}) · PyTorch device "
       f"{torch_device} · CPU {machine['cpu']} x {machine['cpu_count']}",
       "",
       " · ".join(f"{name} {version}" for name, version in machine["versions"].items()),
       "",
-      f"fp32 matmul ceiling ({machine['matmul_n']}² @ {machine['matmul_n']}², best of 5): jax "
-      f"{machine['jax_matmul_gflops']:.1f} GFLOP/s, numpy {machine['numpy_matmul_gflops']:.1f} GFLOP/s.",
+      f"Matmul ceilings ({n}² @ {n}², best of 5): jax float32 {machine['jax_matmul_gflops']:.1f} GFLOP/s, "
+      f"bfloat16 (float32 accumulation) {machine['jax_bf16_matmul_gflops']:.1f} GFLOP/s; numpy float32 "
+      f"{machine['numpy_matmul_gflops']:.1f} GFLOP/s. Memory bandwidth (jitted sum of {machine['bandwidth_mib']} MiB, "
+      f"best of 5): {machine['bandwidth_gb_per_s']:.1f} GB/s. Native bfloat16: {machine['bfloat16_support'] or 'none'}.",
   ]
 
 
@@ -90,70 +47,119 @@ def markdown(results: dict) -> str:
       "",
       *machine_lines(results, configs[0]["runs"]["pytorch"][0]["device"]),
       "",
-      f"Each config ran {results['rounds']} round(s) of one lm_jax worker process then one PyTorch worker process; "
-      "every ratio is lm_jax's throughput over PyTorch's within one round, and the median is over rounds. "
-      "Times are medians of calls after warm-up; compile time is the first call minus that median.",
+      f"Dtypes measured: {', '.join(_dtypes(configs))} ({results['dtypes_reason']}). Each config ran "
+      f"{results['rounds']} round(s) of one lm_jax worker process then one PyTorch worker process, "
+      "both in the config's dtype (lm_jax's config.model.matmul_dtype, PyTorch's torch.autocast); every ratio is "
+      "lm_jax's throughput over PyTorch's within one round, and the median is over rounds. Times are medians of "
+      "calls after warm-up; compile time is the first call minus that median.",
   ]
   if results["quick"]:
     lines += ["", "**Quick smoke-test shapes: these timings mean nothing.**"]
   lines += ["", *targets_lines(results["targets"])]
 
   lines += ["", "## Training step (clip 0.25 + SGD lr 20)", "",
-            "| cell | size | model | ms/step lm_jax | ms/step PyTorch | tokens/s lm_jax | tokens/s PyTorch "
-            "| speedup per pair | median speedup | GFLOP/step | GFLOP/s lm_jax | GFLOP/s PyTorch "
-            "| lm_jax % of jax matmul ceiling |",
-            "|---|---|---|" + "---:|" * 10]
+            "| model | size | vocab | dtype | shape | ms/step lm_jax | ms/step PyTorch | tokens/s lm_jax "
+            "| tokens/s PyTorch | speedup per pair | median speedup | GFLOP/step | GFLOP/s lm_jax | GFLOP/s PyTorch "
+            "| lm_jax % of jax matmul ceiling (its dtype) |",
+            "|---|---|---:|---|---|" + "---:|" * 10]
   for c in configs:
-    s, jax_m, torch_m, gflops = c["shape"], c["median"]["lm_jax"], c["median"]["pytorch"], c["gflops_per_s"]
+    jax_m, torch_m, gflops = c["median"]["lm_jax"], c["median"]["pytorch"], c["gflops_per_s"]
     lines.append(
-        f"| {c['cell']} | {c['size']} | {s['nlayers']}x{s['nhid']} {'tied' if s['tied'] else 'untied'}, "
-        f"V {s['vocab']:,}, B {s['batch']}, T {s['bptt']} | {jax_m['train_ms']:.2f} | {torch_m['train_ms']:.2f} "
+        f"| {_key_columns(c)} | {_describe(c['shape'])} | {jax_m['train_ms']:.2f} | {torch_m['train_ms']:.2f} "
         f"| {jax_m['train_tokens_per_s']:,.0f} | {torch_m['train_tokens_per_s']:,.0f} | {_ratios(c, 'train')} "
         f"| {c['median_ratio']['train']:.2f}x | {c['train_step_flops'] / 1e9:.3f} | {gflops['lm_jax']:.1f} "
-        f"| {gflops['pytorch']:.1f} | {100 * gflops['lm_jax'] / machine['jax_matmul_gflops']:.0f}% |")
+        f"| {gflops['pytorch']:.1f} | {100 * gflops['lm_jax'] / machine[MATMUL_CEILING[c['dtype']]]:.0f}% |")
   lines += ["", f"FLOPs per train step: {FORMULA}."]
 
-  lines += ["", "## Evaluation (whole windows) and generation (one word at a time)", "",
-            "| cell | size | eval tokens/s lm_jax | eval tokens/s PyTorch | speedup per pair | median "
-            "| words/s lm_jax | words/s PyTorch | speedup per pair | median |",
-            "|---|---|" + "---:|" * 8]
+  lines += ["", "## bfloat16 against float32 (train ms per step; speedup = float32 ms / bfloat16 ms)", ""]
+  if results["dtype_speedups"]:
+    lines += ["| model | size | vocab | lm_jax float32 | lm_jax bfloat16 | lm_jax speedup | PyTorch float32 "
+              "| PyTorch bfloat16 | PyTorch speedup |", "|---|---|---:|" + "---:|" * 6]
+    for row in results["dtype_speedups"]:
+      lines.append(f"| {row['model']} | {row['size']} | {row['vocab']:,} | " + " | ".join(
+          f"{row[f]['float32_ms']:.2f} | {row[f]['bfloat16_ms']:.2f} | {row[f]['bfloat16_speedup']:.2f}x"
+          for f in FRAMEWORKS) + " |")
+  else:
+    lines.append("Not measured: pass --dtypes=float32,bfloat16.")
+
+  lines += ["", "## Evaluation (whole windows)", "",
+            "| model | size | vocab | dtype | tokens/s lm_jax | tokens/s PyTorch | speedup per pair | median |",
+            "|---|---|---:|---|" + "---:|" * 4]
   for c in configs:
-    jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
+    lines.append(f"| {_key_columns(c)} | {c['median']['lm_jax']['eval_tokens_per_s']:,.0f} "
+                 f"| {c['median']['pytorch']['eval_tokens_per_s']:,.0f} | {_ratios(c, 'eval')} "
+                 f"| {c['median_ratio']['eval']:.2f}x |")
+
+  batched = configs[0]["generation"]["batched_samples"]
+  lines += ["", f"## Generation (N samples at once, {configs[0]['shape']['gen_words']} words each)", "",
+            f"| model | size | vocab | dtype | MB read per word | roofline words/s | lm_jax N=1 words/s | roofline / "
+            f"N=1 | lm_jax N={batched} words/s | N={batched} / N=1 | PyTorch N=1 words/s | lm_jax / PyTorch N=1 "
+            "per pair | median |",
+            "|---|---|---:|---|" + "---:|" * 9]
+  for c in configs:
+    g, jax_m = c["generation"], c["median"]["lm_jax"]
     lines.append(
-        f"| {c['cell']} | {c['size']} | {jax_m['eval_tokens_per_s']:,.0f} | {torch_m['eval_tokens_per_s']:,.0f} "
-        f"| {_ratios(c, 'eval')} | {c['median_ratio']['eval']:.2f}x | {jax_m['generate_words_per_s']:,.0f} "
-        f"| {torch_m['generate_words_per_s']:,.0f} | {_ratios(c, 'generate')} | {c['median_ratio']['generate']:.2f}x |")
+        f"| {_key_columns(c)} | {g['bytes_per_word'] / 1e6:.2f} | {g['roofline_words_per_s']:,.0f} "
+        f"| {jax_m[generate_key(1)]:,.0f} | {g['roofline_over_single']:.2f}x | {jax_m[generate_key(batched)]:,.0f} "
+        f"| {g['median_batched_over_single']:.1f}x | {c['median']['pytorch'][generate_key(1)]:,.0f} "
+        f"| {_ratios(c, 'generate')} | {c['median_ratio']['generate']:.2f}x |")
+  lines += ["", "lm_jax generates the N samples in one compiled loop (the transformer with its key/value cache); "
+            "PyTorch runs the reference's generate.py loop, one sample, each word read back to the host (the "
+            "transformer re-feeding the whole sequence). The " + ROOFLINE_FORMULA + "."]
+
+  forward = [c for c in configs if "recurrence_forward" in c["median_ratio"]]
+  if forward:
+    lines += ["", "## Recurrence forward (embedding + recurrent layers, train batch x bptt, from a zero state)", "",
+              "| model | size | vocab | dtype | ms lm_jax | ms torch.nn.LSTM/GRU/RNN | speedup per pair | median |",
+              "|---|---|---:|---|" + "---:|" * 4]
+    for c in forward:
+      ms = {f: 1000 * c["shape"]["batch"] * c["shape"]["bptt"] / c["median"][f]["recurrence_forward_tokens_per_s"]
+            for f in FRAMEWORKS}
+      lines.append(f"| {_key_columns(c)} | {ms['lm_jax']:.2f} | {ms['pytorch']:.2f} | "
+                   f"{_ratios(c, 'recurrence_forward')} | {c['median_ratio']['recurrence_forward']:.2f}x |")
 
   lines += ["", "## Compilation and memory", "",
-            "| cell | size | lm_jax compile s: train / eval / generate | PyTorch first-call overhead s: train "
-            "| compiled train programs after first step / warm-up / end | peak RSS MiB lm_jax / PyTorch "
-            "| device peak MiB lm_jax / PyTorch |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+            f"| model | size | vocab | dtype | lm_jax compile s: train / eval / generate N=1 / N={batched} "
+            "| PyTorch first-call overhead s: train | compiled train programs after first step / warm-up / end "
+            "| peak RSS MiB lm_jax / PyTorch | device peak MiB lm_jax / PyTorch |",
+            "|---|---|---:|---|" + "---:|" * 5]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    counts = " ".join(map(_compilations, c["runs"]["lm_jax"]))
+    compile_s = [jax_m["compile_s"], jax_m["eval_compile_s"]] + [
+        jax_m[generate_key(n, "compile_s")] for n in c["shape"]["gen_samples"]]
     lines.append(
-        f"| {c['cell']} | {c['size']} | {jax_m['compile_s']:.2f} / {jax_m['eval_compile_s']:.2f} / "
-        f"{jax_m['generate_compile_s']:.2f} | {torch_m['compile_s']:.3f} | {counts} "
+        f"| {_key_columns(c)} | {' / '.join(f'{s:.2f}' for s in compile_s)} | {torch_m['compile_s']:.3f} "
+        f"| {' '.join(map(compilations, c['runs']['lm_jax']))} "
         f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} "
         f"| {_mib(jax_m.get('device_peak_mib'))} / {_mib(torch_m.get('device_peak_mib'))} |")
 
-  lines += ["", "## Where an lm_jax train step goes (% of the step, first round)", "",
-            "| cell | size | step ms | " + " | ".join(BREAKDOWN_PARTS) + " |",
-            "|---|---|" + "---:|" * (1 + len(BREAKDOWN_PARTS))]
-  for c in configs:
-    percent = c["breakdown"]["percent"]
-    lines.append(f"| {c['cell']} | {c['size']} | {c['runs']['lm_jax'][0]['train_ms']:.2f} | "
-                 + " | ".join(f"{percent[part]:.0f}%" for part in BREAKDOWN_PARTS) + " |")
-  lines += [
-      "",
-      f"Derived from controlled ablations. {DERIVATION}",
-  ]
+  broken_down = [c for c in configs if c["breakdown"]]
+  if broken_down:
+    lines += ["", "## Where an lm_jax train step goes (% of the step, first round, float32)", "",
+              "| model | size | vocab | step ms | " + " | ".join(PARTS) + " |",
+              "|---|---|---:|" + "---:|" * (1 + len(PARTS))]
+    for c in broken_down:
+      percent = c["breakdown"]["percent"]
+      lines.append(f"| {c['model']} | {c['size']} | {c['vocab']:,} | {c['runs']['lm_jax'][0]['train_ms']:.2f} | "
+                   + " | ".join(f"{percent[part]:.0f}%" for part in PARTS) + " |")
+    lines += ["", f"Derived from controlled ablations. {DERIVATION}"]
   return "\n".join(lines) + "\n"
 
 
-def _compilations(run: dict) -> str:
-  return "/".join(str(run[count]) for count in COMPILATION_COUNTS)
+def _dtypes(configs: list[dict]) -> list[str]:
+  return list(dict.fromkeys(c["dtype"] for c in configs))
+
+
+def _key_columns(config: dict) -> str:
+  return f"{config['model']} | {config['size']} | {config['vocab']:,} | {config['dtype']}"
+
+
+def _describe(shape: dict) -> str:
+  if shape["model"] == TRANSFORMER:
+    model = f"{shape['nlayers']}x{shape['nhid']}, {shape['nhead']} heads, ff {shape['nhid']}"
+  else:
+    model = f"{shape['nlayers']}x{shape['nhid']} {'tied' if shape['tied'] else 'untied'}"
+  return f"{model}, B {shape['batch']}, T {shape['bptt']}"
 
 
 def _ratios(config: dict, name: str) -> str:
@@ -169,8 +175,12 @@ def _verdict(met: bool | None) -> str:
 
 
 def plot(results: dict, path: Path) -> bool:
-  """Grouped bars of ms per train step, lm_jax vs PyTorch per cell, one panel per size."""
-  sizes = dict.fromkeys(c["size"] for c in results["configs"])
-  panels = {size: [(c["cell"], {label: c["median"][framework]["train_ms"] for framework, label in FRAMEWORKS.items()},
-                    c["median_ratio"]["train"]) for c in results["configs"] if c["size"] == size] for size in sizes}
+  """Bars of ms per train step, lm_jax vs PyTorch per model and dtype, a panel per size and vocabulary."""
+  configs = results["configs"]
+  panels = {}
+  for c in configs:
+    panels.setdefault(f"{c['size']}, vocabulary {c['vocab']:,}", []).append(
+        (f"{c['model']}\n{DTYPE_LABELS[c['dtype']]}",
+         {label: c["median"][framework]["train_ms"] for framework, label in FRAMEWORKS.items()},
+         c["median_ratio"]["train"]))
   return plots.time_bars(panels, "ms per train step (lower is faster)", results["machine"]["name"], path)

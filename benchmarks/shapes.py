@@ -1,5 +1,9 @@
 """The benchmarked shapes and the random token streams both frameworks read.
 
+A config is (model, size, vocabulary, dtype): the model is a cell of the `rnn` family or `transformer`,
+the size its width and depth, the vocabulary a real corpus's (PTB's 10,000 or WikiText-2's 33,278), the
+dtype that of the matmuls (float32, or bfloat16 with float32 parameters and accumulation).
+
 Kept free of jax and torch imports: every worker process imports it, and a framework imported
 but unused would still add to that worker's start-up time and resident memory.
 """
@@ -10,16 +14,23 @@ import dataclasses
 
 import numpy as np
 
+PTB_VOCAB = 10_000
 WIKITEXT2_VOCAB = 33_278
+VOCABS = (PTB_VOCAB, WIKITEXT2_VOCAB)
+QUICK_VOCAB = 500  # --quick's only vocabulary
+DTYPES = ("float32", "bfloat16")
+TRANSFORMER = "transformer"  # the model that is not an rnn cell
 
 # emsize == nhid everywhere; medium and large use Zaremba et al.'s dropout, as the reference's README does.
+# A transformer of a size has emsize = feed-forward size = nhid and the reference's 2 heads (at small: the
+# reference's defaults); it is never tied, as the reference ignores --tied for Transformers.
 SIZES: dict[str, dict] = {
-    "small": dict(vocab=WIKITEXT2_VOCAB, nhid=200, nlayers=2, tied=False, dropout=0.2),
-    "medium": dict(vocab=WIKITEXT2_VOCAB, nhid=650, nlayers=2, tied=True, dropout=0.5),
-    "large": dict(vocab=WIKITEXT2_VOCAB, nhid=1500, nlayers=2, tied=True, dropout=0.65),
+    "small": dict(nhid=200, nlayers=2, tied=False, dropout=0.2),
+    "medium": dict(nhid=650, nlayers=2, tied=True, dropout=0.5),
+    "large": dict(nhid=1500, nlayers=2, tied=True, dropout=0.65),
     # A smoke test of the whole pipeline in seconds; its timings mean nothing.
-    "quick": dict(vocab=500, nhid=32, nlayers=2, tied=False, dropout=0.2, batch=4, bptt=8, eval_batch=2,
-                  eval_windows=3, gen_words=10, warmup=2, steps=3, repeats=2),
+    "quick": dict(nhid=32, nlayers=2, tied=False, dropout=0.2, batch=4, bptt=8, eval_batch=2, eval_windows=3,
+                  gen_words=10, warmup=2, steps=3, repeats=2),
 }
 
 
@@ -27,23 +38,26 @@ SIZES: dict[str, dict] = {
 class Shape:
   """One benchmarked configuration: model shape, workload sizes and how many calls are timed."""
 
-  cell: str
+  model: str           # an rnn cell (lstm, gru, rnn_tanh, rnn_relu) or `transformer`
   size: str
   vocab: int
+  dtype: str           # the matmuls' dtype, one of DTYPES
   nhid: int            # also the embedding size
   nlayers: int
   tied: bool
   dropout: float
   lr: float
   clip: float
+  nhead: int = 2       # transformer only: the reference's default
   batch: int = 20
   bptt: int = 35
   eval_batch: int = 10
   eval_windows: int = 20   # whole windows of `bptt` per evaluation
   train_windows: int = 10  # distinct training windows, cycled
-  gen_words: int = 100
+  gen_words: int = 100     # words per generated sample
+  gen_samples: tuple[int, ...] = (1, 32)  # samples generated at once (N); PyTorch's reference loop has N = 1 only
   warmup: int = 3          # train steps before timing, the first one compiling
-  steps: int = 20          # timed train steps
+  steps: int = 20          # timed train steps (and recurrence forwards)
   repeats: int = 5         # timed evaluations and generations
 
   @property
@@ -55,8 +69,11 @@ class Shape:
     return self.eval_batch * self.bptt * self.eval_windows
 
 
-def make_shape(cell: str, size: str, lr: float, clip: float, steps: int | None = None) -> Shape:
-  shape = Shape(cell=cell, size=size, lr=lr, clip=clip, **SIZES[size])
+def make_shape(model: str, size: str, vocab: int, dtype: str, lr: float, clip: float,
+               steps: int | None = None) -> Shape:
+  fields = dict(SIZES[size])
+  fields["tied"] = fields["tied"] and model != TRANSFORMER
+  shape = Shape(model=model, size=size, vocab=vocab, dtype=dtype, lr=lr, clip=clip, **fields)
   return dataclasses.replace(shape, steps=steps) if steps else shape
 
 

@@ -1,10 +1,12 @@
-"""lm_jax vs PyTorch: train step, evaluation and generation speed per cell and model size.
+"""lm_jax vs PyTorch: train step, evaluation, generation and recurrence speed per model, size,
+vocabulary and matmul dtype.
 
-  python -m benchmarks.step_time [--cells=lstm,gru,rnn_tanh,rnn_relu] [--sizes=small,medium]
-      [--rounds=3] [--steps=N] [--output_dir=benchmarks/results] [--include_large] [--quick]
+  python -m benchmarks.step_time [--models=lstm,gru,rnn_tanh,rnn_relu,transformer] [--sizes=small,medium]
+      [--vocabs=10000,33278] [--dtypes=float32,bfloat16] [--rounds=3] [--steps=N]
+      [--output_dir=benchmarks/results] [--include_large] [--quick]
 
 Every measurement runs in its own worker process, lm_jax and PyTorch alternately (A B A B ...), so each
-lm_jax/PyTorch ratio comes from two neighbouring processes on the same machine. Writes
+lm_jax/PyTorch ratio comes from two neighbouring processes on the same machine, in the same dtype. Writes
 <output_dir>/<device>.md, .json and .png and prints the markdown; progress goes to stderr.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 
 from absl import flags
 
@@ -20,16 +23,23 @@ from lm_jax.config import reference_config
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 
-from benchmarks import output, report
+from benchmarks import output, report, summary
 from benchmarks.flops import FORMULA
-from benchmarks.shapes import SIZES, make_shape
+from benchmarks.measure import generate_key
+from benchmarks.shapes import DTYPES, QUICK_VOCAB, SIZES, TRANSFORMER, VOCABS, Shape, make_shape
 from benchmarks.worker import call_worker, progress, require_torch
 
 BENCHMARK_SIZES = [size for size in SIZES if size != "quick"]
+MODELS = [*CELLS, TRANSFORMER]
 
-flags.DEFINE_list("cells", list(CELLS), f"cells to measure, of {', '.join(CELLS)}")
-flags.DEFINE_list("sizes", BENCHMARK_SIZES, "sizes to measure: small (2x200 untied), medium (2x650 tied), "
-                  "large (2x1500 tied; on a CPU only with --include_large)")
+flags.DEFINE_list("models", MODELS, f"models to measure, of {', '.join(MODELS)} (the rnn cells and the transformer)")
+flags.DEFINE_list("sizes", BENCHMARK_SIZES, "sizes to measure: small (2x200 untied; the transformer at the "
+                  "reference's defaults), medium (2x650 tied), large (2x1500 tied; on a CPU only with --include_large)")
+flags.DEFINE_list("vocabs", [str(v) for v in VOCABS], "vocabulary sizes to measure, e.g. 10000 (PTB's) and 33278 "
+                  f"(WikiText-2's); --quick measures {QUICK_VOCAB} only")
+flags.DEFINE_list("dtypes", None, f"matmul dtypes to measure, of {', '.join(DTYPES)} (lm_jax's "
+                  "config.model.matmul_dtype, PyTorch's CPU/CUDA autocast); default: both where the device has "
+                  "native bfloat16 (an accelerator, or a CPU with amx_bf16 or avx512_bf16), else float32")
 flags.DEFINE_integer("rounds", 3, "alternating lm_jax/PyTorch worker pairs per config (--quick: 1)")
 flags.DEFINE_integer("steps", None, "timed train steps per worker (default 20; --quick: 3)")
 flags.DEFINE_string("output_dir", None, "where the report goes (default benchmarks/results; --quick: a new "
@@ -37,6 +47,19 @@ flags.DEFINE_string("output_dir", None, "where the report goes (default benchmar
 flags.DEFINE_bool("include_large", False, "measure the large size on a CPU too (slow)")
 flags.DEFINE_bool("quick", False, "smoke test: tiny shapes, one round, a few steps; the timings mean nothing")
 FLAGS = flags.FLAGS
+
+
+def chosen_vocabs() -> list[int]:
+  return [QUICK_VOCAB] if FLAGS.quick else [int(v) for v in FLAGS.vocabs]
+
+
+def chosen_dtypes(bfloat16_support: str | None) -> tuple[list[str], str]:
+  """The dtypes to measure and why (recorded in the report)."""
+  if FLAGS.dtypes:
+    return FLAGS.dtypes, "chosen with --dtypes"
+  if bfloat16_support:
+    return list(DTYPES), f"native bfloat16 ({bfloat16_support})"
+  return ["float32"], "no native bfloat16 on this device; --dtypes=float32,bfloat16 measures it emulated"
 
 
 def chosen_sizes(platform: str) -> list[str]:
@@ -49,41 +72,51 @@ def chosen_sizes(platform: str) -> list[str]:
 
 
 def check_flags() -> None:
-  for name, values, allowed in (("cells", FLAGS.cells, list(CELLS)), ("sizes", FLAGS.sizes, BENCHMARK_SIZES)):
+  for name, values, allowed in (("models", FLAGS.models, MODELS), ("sizes", FLAGS.sizes, BENCHMARK_SIZES),
+                                ("dtypes", FLAGS.dtypes or [], DTYPES)):
     unknown = sorted(set(values) - set(allowed))
     if unknown:
       raise UserError(f"unknown {name} {', '.join(unknown)}; use some of {', '.join(allowed)}")
+  if not all(v.isdigit() and int(v) >= 2 for v in FLAGS.vocabs):
+    raise UserError(f"--vocabs must be whole numbers >= 2 (got {','.join(FLAGS.vocabs)}); pass e.g. "
+                    "--vocabs=10000,33278")
   if FLAGS.rounds < 1 or (FLAGS.steps is not None and FLAGS.steps < 1):
     raise UserError("--rounds and --steps must be >= 1")
   require_torch()
 
 
-def measure_config(cell: str, size: str, rounds: int) -> dict:
-  reference = reference_config().optim  # clip 0.25, SGD lr 20 for both frameworks
-  shape = make_shape(cell, size, reference.lr, reference.clip, FLAGS.steps)
-  runs = {framework: [] for framework in report.FRAMEWORKS}
+def measure_config(shape: Shape, rounds: int, bandwidth_gb_per_s: float) -> dict:
+  runs = {framework: [] for framework in summary.FRAMEWORKS}
   for round_index in range(rounds):
-    for framework, label in report.FRAMEWORKS.items():
-      progress(f"{cell} {size}, round {round_index + 1}/{rounds}: {label}")
-      # The step breakdown needs lm_jax alone; one round of it is enough.
+    for framework, label in summary.FRAMEWORKS.items():
+      progress(f"{summary.config_name(dataclasses.asdict(shape))}, round {round_index + 1}/{rounds}: {label}")
+      # The step breakdown needs lm_jax alone; one round of it is enough. Its parts are timed in float32.
       run = call_worker({"task": framework, "shape": dataclasses.asdict(shape),
-                         "breakdown": framework == "lm_jax" and round_index == 0})
-      progress(f"  {run['train_ms']:.2f} ms/step, {run['eval_tokens_per_s']:,.0f} eval tokens/s, "
-               f"{run['generate_words_per_s']:,.0f} words/s")
+                         "breakdown": framework == "lm_jax" and round_index == 0 and shape.dtype == "float32"})
+      words = ", ".join(f"N={n} {run[generate_key(n)]:,.0f}" for n in shape.gen_samples if generate_key(n) in run)
+      progress(f"  {run['train_ms']:.2f} ms/step, {run['eval_tokens_per_s']:,.0f} eval tokens/s, words/s {words}")
       runs[framework].append(run)
-  return report.summarise(shape, runs)
+  return summary.summarise(shape, runs, bandwidth_gb_per_s)
 
 
 def main(argv: list[str]) -> None:
   del argv
   check_flags()
-  progress("machine: devices and the fp32 matmul ceiling")
-  machine = call_worker({"task": "machine", "matmul_n": 256 if FLAGS.quick else 2048})
+  progress("machine: devices, matmul ceilings, memory bandwidth")
+  machine = call_worker({"task": "machine", "matmul_n": 256 if FLAGS.quick else 2048,
+                         "bandwidth_mib": 16 if FLAGS.quick else 512})
   rounds = 1 if FLAGS.quick else FLAGS.rounds
-  configs = [measure_config(cell, size, rounds) for size in chosen_sizes(machine["platform"]) for cell in FLAGS.cells]
+  dtypes, dtypes_reason = chosen_dtypes(machine["bfloat16_support"])
+  reference = reference_config().optim  # clip 0.25, SGD lr 20 for both frameworks
+  # A model's dtypes side by side, so each bfloat16/float32 comparison also comes from neighbouring processes.
+  shapes = [make_shape(model, size, vocab, dtype, reference.lr, reference.clip, FLAGS.steps)
+            for size, vocab, model, dtype in itertools.product(chosen_sizes(machine["platform"]), chosen_vocabs(),
+                                                                FLAGS.models, dtypes)]
+  configs = [measure_config(shape, rounds, machine["bandwidth_gb_per_s"]) for shape in shapes]
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "quick": FLAGS.quick, "rounds": rounds, "machine": machine, "flops_formula": FORMULA,
-             "configs": configs, "targets": report.targets(configs)}
+             "quick": FLAGS.quick, "rounds": rounds, "machine": machine, "dtypes_reason": dtypes_reason,
+             "flops_formula": FORMULA, "configs": configs, "dtype_speedups": summary.dtype_speedups(configs),
+             "targets": summary.targets(configs)}
   output.write_report(output.output_dir(FLAGS.output_dir, FLAGS.quick), machine["name"], results,
                       report.markdown(results), report.plot)
 

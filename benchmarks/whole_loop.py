@@ -27,11 +27,11 @@ from lm_jax.data.vocab import tokenize
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 
-from benchmarks import loop_report, output, report
+from benchmarks import loop_report, output, summary
 from benchmarks.worker import call_worker, progress, require_torch
 
 # --quick: a smoke test on a tiny corpus, logging often enough that the timed windows hold log lines.
-QUICK = {"rounds": 1, "warmup": 2, "windows": 4, "log_interval": 2, "matmul_n": 256}
+QUICK = {"rounds": 1, "warmup": 2, "windows": 4, "log_interval": 2, "matmul_n": 256, "bandwidth_mib": 16}
 
 flags.DEFINE_list("datasets", ["ptb", "wikitext-2"], "corpora: directories under --data_root holding train.txt, "
                   "valid.txt and test.txt")
@@ -67,11 +67,11 @@ def training_tokens(dataset: str, data_dir: str) -> int:
 
 def chosen_settings() -> dict:
   """The flags' rounds, warm-up and timed windows, the config's log interval (None) and the full matmul
-  ceiling; or --quick's."""
+  ceiling and bandwidth measurement; or --quick's."""
   if FLAGS.quick:
     return QUICK
   return {"rounds": FLAGS.rounds, "warmup": FLAGS.warmup, "windows": FLAGS.windows, "log_interval": None,
-          "matmul_n": 2048}
+          "matmul_n": 2048, "bandwidth_mib": 512}
 
 
 def plan(chosen: dict) -> list[dict]:
@@ -97,9 +97,9 @@ def plan(chosen: dict) -> list[dict]:
 
 def measure(measurement: dict, chosen: dict) -> dict:
   loop = {"config": measurement["config"], "warmup": chosen["warmup"], "windows": chosen["windows"]}
-  runs = {framework: [] for framework in report.FRAMEWORKS}
+  runs = {framework: [] for framework in summary.FRAMEWORKS}
   for round_index in range(chosen["rounds"]):
-    for framework, label in report.FRAMEWORKS.items():
+    for framework, label in summary.FRAMEWORKS.items():
       progress(f"{measurement['dataset']} {measurement['config']['model']['cell']}, round {round_index + 1}/"
                f"{chosen['rounds']}: {label}")
       run = call_worker({"task": "whole_loop", "framework": framework, "loop": loop})
@@ -114,8 +114,8 @@ def main(argv: list[str]) -> None:
   del argv
   chosen = chosen_settings()
   measurements = plan(chosen)
-  progress("machine: devices and the fp32 matmul ceiling")
-  machine = call_worker({"task": "machine", "matmul_n": chosen["matmul_n"]})
+  progress("machine: devices, matmul ceilings, memory bandwidth")
+  machine = call_worker({"task": "machine", "matmul_n": chosen["matmul_n"], "bandwidth_mib": chosen["bandwidth_mib"]})
   configs = [measure(measurement, chosen) for measurement in measurements]
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "rounds": chosen["rounds"], "machine": machine,

@@ -43,18 +43,18 @@ def call_worker(spec: dict) -> dict:
 
 
 def run(spec: dict) -> dict:
-  """spec: {"task": "machine", "matmul_n": N}, {"task": FRAMEWORK, "shape": {...}, "breakdown": bool} or
-  {"task": "whole_loop", "framework": FRAMEWORK, "loop": {...}} (benchmarks/whole_loop.py)."""
+  """spec: {"task": "machine", "matmul_n": N, "bandwidth_mib": M}, {"task": FRAMEWORK, "shape": {...},
+  "breakdown": bool} or {"task": "whole_loop", "framework": FRAMEWORK, "loop": {...}} (benchmarks/whole_loop.py)."""
   if spec["task"] == "machine":
     from benchmarks import machine
-    return machine.describe(spec["matmul_n"])
+    return machine.describe(spec["matmul_n"], spec["bandwidth_mib"])
   framework = spec.get("framework", spec["task"])
   if framework == "lm_jax":
     from lm_jax import runtime
     runtime.reuse_freed_memory()  # as lm_jax's commands do, before JAX starts its threads
   if spec["task"] == "whole_loop":
     return importlib.import_module(LOOPS[framework]).run(**spec["loop"])
-  shape = Shape(**spec["shape"])
+  shape = Shape(**{**spec["shape"], "gen_samples": tuple(spec["shape"]["gen_samples"])})  # JSON made it a list
   result = measure(importlib.import_module(FRAMEWORKS[framework]).build(shape), shape)
   if spec.get("breakdown"):
     from benchmarks import breakdown

@@ -97,12 +97,15 @@ def windows(data_TxB: torch.Tensor, bptt: int):
 
 
 def train_window(model: TorchRNNModel, inputs_TxB: torch.Tensor, targets_TxB: torch.Tensor, hidden: Hidden,
-                 lr: float, clip: float) -> tuple[float, Hidden]:
-  """One step of the reference's train(): forward, backward, clip_grad_norm_, then p -= lr * grad."""
+                 lr: float, clip: float, autocast_dtype: torch.dtype | None = None) -> tuple[float, Hidden]:
+  """One step of the reference's train(): forward, backward, clip_grad_norm_, then p -= lr * grad. With an
+  `autocast_dtype` (not the reference's), forward and loss run under torch.autocast, the backward outside it
+  as PyTorch recommends."""
   model.train()
   model.zero_grad()
-  logits_TxBxV, hidden = model(inputs_TxB, detach(hidden))
-  loss = F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten())
+  with torch.autocast(inputs_TxB.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    logits_TxBxV, hidden = model(inputs_TxB, detach(hidden))
+    loss = F.cross_entropy(logits_TxBxV.flatten(0, 1), targets_TxB.flatten())
   loss.backward()
   nn.utils.clip_grad_norm_(model.parameters(), clip)
   with torch.no_grad():
