@@ -1,14 +1,17 @@
-"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help."""
+"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help, and
+the parsing of a --config file flag."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
 
 from lm_jax import runtime
-from lm_jax.errors import exits_cleanly_on_user_error
+from lm_jax.errors import UserError, exits_cleanly_on_user_error
 
 
 def run_main(main: Callable[[list[str]], None], required_flags: list[str],
@@ -39,3 +42,52 @@ def _describe_command_in_help(command: object) -> None:
   main_module.__doc__ = command.__doc__
   for flag in flags.FLAGS.get_key_flags_for_module(command):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def config_file_flags_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[str]]:
+  """absl's flag parsing for a command with a `--config` file flag (ml_collections' DEFINE_config_file), with a
+  config file that cannot be read or that names an unknown field, and an override of an unknown field, as one
+  UserError line (ml_collections raises them as tracebacks)."""
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    config_path = _config_argument(argv)
+    try:
+      args = app.parse_flags_with_usage(argv)
+      config_flag.value.get("model")  # A file that failed to load parses as a stand-in that raises when read.
+    except OSError as e:
+      file = config_path.split(":", 1)[0]
+      problem = "no such file" if not os.path.isfile(file) else str(e).strip().splitlines()[-1].strip()
+      raise UserError(f"cannot load --config={config_path} ({problem}); pass a config file such as "
+                      "configs/default.py") from None
+    except (AttributeError, KeyError) as e:
+      raise _unknown_field_error(argv, config_path, e) from None
+    return args
+
+  return parse_flags
+
+
+def _config_argument(argv: list[str]) -> str:
+  """The value given to --config (as --config=PATH or --config PATH), for the error messages."""
+  for i, arg in enumerate(argv):
+    name, equals, value = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and name == "config":
+      return value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+  return ""
+
+
+def _unknown_field_error(argv: list[str], config_path: str, error: Exception) -> UserError:
+  """The one line for ml_collections' (multi-line, nested) error about a field the locked config lacks."""
+  while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(message))
+    error = error.args[0]
+  message = str(error.args[0]) if error.args else str(error)
+  field = re.search(r"""^(?:Key )?["']([^"']+)["']""", message)
+  name = field.group(1) if field else "?"
+  suggestion = re.search(r'Did you mean "([^"]+)"', message)
+  hint = f" (did you mean {suggestion.group(1)}?)" if suggestion else ""
+  fix = "the fields are described in lm_jax/config.py"
+  for arg in argv:
+    override = arg.split("=", 1)[0].lstrip("-")
+    if override.startswith("config.") and name in override.split(".")[1:]:
+      return UserError(f"--{override}: the config has no field {name!r}{hint}; fix the name ({fix})")
+  return UserError(f"config file {config_path} sets {name!r}, which is not a config field{hint}; fix the "
+                   f"name ({fix})")

@@ -9,14 +9,12 @@ line, e.g. --config.model.cell=gru --config.epochs=6.
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from lm_jax.cli.common import run_main
+from lm_jax.cli.common import config_file_flags_parser, run_main
 from lm_jax.errors import UserError
 
 # The status a shell gives a process that SIGTERM ended (128 + 15); here the run saved a checkpoint first.
@@ -54,52 +52,8 @@ def main(argv: list[str]) -> None:
     sys.exit(EXIT_PREEMPTED)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a config file that cannot be read or that names an unknown field, and an
-  override of an unknown field, as one UserError line (ml_collections raises them as tracebacks)."""
-  config_path = _config_argument(argv)
-  try:
-    args = app.parse_flags_with_usage(argv)
-    _CONFIG.value.get("model")  # A file that failed to load parses as a stand-in that raises when read.
-  except OSError as e:
-    file = config_path.split(":", 1)[0]
-    problem = "no such file" if not os.path.isfile(file) else str(e).strip().splitlines()[-1].strip()
-    raise UserError(f"cannot load --config={config_path} ({problem}); pass a config file such as "
-                    "configs/default.py") from None
-  except (AttributeError, KeyError) as e:
-    raise _unknown_field_error(argv, config_path, e) from None
-  return args
-
-
-def _config_argument(argv: list[str]) -> str:
-  """The value given to --config (as --config=PATH or --config PATH), for the error messages."""
-  for i, arg in enumerate(argv):
-    name, equals, value = arg.lstrip("-").partition("=")
-    if arg.startswith("-") and name == "config":
-      return value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
-  return ""
-
-
-def _unknown_field_error(argv: list[str], config_path: str, error: Exception) -> UserError:
-  """The one line for ml_collections' (multi-line, nested) error about a field the locked config lacks."""
-  while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(message))
-    error = error.args[0]
-  message = str(error.args[0]) if error.args else str(error)
-  field = re.search(r"""^(?:Key )?["']([^"']+)["']""", message)
-  name = field.group(1) if field else "?"
-  suggestion = re.search(r'Did you mean "([^"]+)"', message)
-  hint = f" (did you mean {suggestion.group(1)}?)" if suggestion else ""
-  fix = "the fields are described in lm_jax/config.py"
-  for arg in argv:
-    override = arg.split("=", 1)[0].lstrip("-")
-    if override.startswith("config.") and name in override.split(".")[1:]:
-      return UserError(f"--{override}: the config has no field {name!r}{hint}; fix the name ({fix})")
-  return UserError(f"config file {config_path} sets {name!r}, which is not a config field{hint}; fix the "
-                   f"name ({fix})")
-
-
 def run() -> None:
-  run_main(main, ["config", "workdir"], flags_parser=parse_flags)
+  run_main(main, ["config", "workdir"], flags_parser=config_file_flags_parser(_CONFIG))
 
 
 if __name__ == "__main__":
