@@ -19,11 +19,12 @@ RUN_OUTPUTS = ("checkpoints", METRICS_FILE, TENSORBOARD_DIR, CONFIG_FILE)
 RESUMABLE_CHANGES = ("epochs", "log_interval", "checkpoint_every")
 
 
-def write_atomically(path: str, text: str) -> None:
-  """Write to a temporary file beside `path`, then rename: readers see the old or the new file, whole."""
+def write_atomically(path: str, content: str | bytes) -> None:
+  """Write text or bytes to a temporary file beside `path`, then rename: readers see the old or the new
+  file, whole."""
   tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
+  with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+    f.write(content)
   os.replace(tmp, path)
 
 
