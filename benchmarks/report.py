@@ -17,7 +17,6 @@ FRAMEWORKS = {"lm_jax": "lm_jax", "pytorch": "PyTorch"}  # key -> label; workers
 RATIOS = {"train": "train_tokens_per_s", "eval": "eval_tokens_per_s", "generate": "generate_words_per_s"}
 COMPILE_LIMIT_S = 10.0
 COMPILATION_COUNTS = ("compilations_after_first", "compilations_after_warmup", "compilations_at_end")
-BREAKDOWN_PARTS = ("recurrence", "decoder_matmuls", "softmax_passes", "optimiser", "rest")
 
 
 def summarise(shape: Shape, runs: dict[str, list[dict]]) -> dict:
@@ -129,13 +128,20 @@ def markdown(results: dict) -> str:
         f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} "
         f"| {_mib(jax_m.get('device_peak_mib'))} / {_mib(torch_m.get('device_peak_mib'))} |")
 
+  parts = list(configs[0]["breakdown"]["percent"])  # the same model depth in every config
   lines += ["", "## Where an lm_jax train step goes (% of the step, first round)", "",
-            "| cell | size | step ms | " + " | ".join(BREAKDOWN_PARTS) + " |",
-            "|---|---|" + "---:|" * (1 + len(BREAKDOWN_PARTS))]
+            "| cell | size | step ms | " + " | ".join(parts) + " |",
+            "|---|---|" + "---:|" * (1 + len(parts))]
   for c in configs:
     percent = c["breakdown"]["percent"]
-    lines.append(f"| {c['cell']} | {c['size']} | {c['runs']['lm_jax'][0]['train_ms']:.2f} | "
-                 + " | ".join(f"{percent[part]:.0f}%" for part in BREAKDOWN_PARTS) + " |")
+    lines.append(f"| {c['cell']} | {c['size']} | {c['breakdown']['step_ms']:.2f} | "
+                 + " | ".join(f"{percent[part]:.0f}%" for part in parts) + " |")
+  layers = list(configs[0]["breakdown"]["per_time_step_ms"])
+  lines += ["", "Recurrent layers, ms per time step:", "",
+            "| cell | size | " + " | ".join(layers) + " |", "|---|---|" + "---:|" * len(layers)]
+  for c in configs:
+    per_step = c["breakdown"]["per_time_step_ms"]
+    lines.append(f"| {c['cell']} | {c['size']} | " + " | ".join(f"{per_step[part]:.3f}" for part in layers) + " |")
   lines += [
       "",
       f"Derived from controlled ablations. {DERIVATION}",
