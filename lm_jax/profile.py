@@ -1,7 +1,8 @@
 """Where a train step's time goes: every part of the step jitted alone at the step's shapes and timed.
 
 One mechanism for `lm-jax-profile` and the benchmark's step breakdown (benchmarks/breakdown.py). Parts of
-an `rnn` family step, each a median of `calls` timed calls after one compiling call:
+an `rnn` family step, each a median of `calls` timed calls after one compiling call, the parts and the
+step taking turns so that they all see the same load:
 
   embedding          the embedding lookup and the input dropout, forward + backward (the backward is the
                      dense [V, E] embedding gradient)
@@ -13,8 +14,8 @@ an `rnn` family step, each a median of `calls` timed calls after one compiling c
                      exp, row sums, the bias gradient, the target terms)
   optimiser          the clip + the configured optimiser's update
   host_overhead      a train-step call from the host that waits for its result (the trainer's call, timed
-                     as the benchmarks time a step) minus the step on the device, timed as `calls` calls
-                     dispatched back to back with one wait at the end
+                     as the benchmarks time a step) minus the step on the device, timed per step over
+                     PIPELINED_STEPS calls dispatched back to back with one wait at the end
   rest               the step minus every part above: the dropout between layers, the loss's masks and
                      regularisers, the gradient sums; negative where one program overlaps what the parts
                      time apart
@@ -39,7 +40,6 @@ import optax
 
 from lm_jax import steps
 from lm_jax.data.batching import DeviceSplit, window_at
-from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 from lm_jax.models.interface import LanguageModel
 from lm_jax.models.recurrence import run_layer
@@ -99,13 +99,13 @@ def profile_step(model: LanguageModel, optimizer: optax.GradientTransformation, 
   first whole window of `split`, every part and the step taking turns, `calls` rounds. `state` is donated to
   the step: do not use it after."""
   if not isinstance(model, RNNModel):
-    raise UserError(f"the time profile covers the rnn family only, not kind={model.kind}; profile an rnn config")
+    raise ValueError(f"the time profile covers the rnn family only, not kind={model.kind}")
   if calls < 1:
-    raise UserError(f"the profile needs at least one timed call per part (got {calls}); pass e.g. --steps=20")
+    raise ValueError(f"the profile needs at least one timed call per part, not {calls}")
   runs = _part_runs(model, optimizer, state, split, bptt)  # before the step consumes `state`
   runs.update(_step_runs(train_step, state, split, bptt))
   ms = _medians_ms(runs, calls)
-  parts = {name: ms[name] for name in ("embedding",)}
+  parts = {"embedding": ms["embedding"]}
   for k in range(len(model.sizes)):
     parts[f"layer_{k}_forward"] = ms[f"layer_{k}_forward"]
     parts[f"layer_{k}_backward"] = ms[f"layer_{k}_forward_backward"] - ms[f"layer_{k}_forward"]
@@ -149,25 +149,27 @@ def _part_runs(model: RNNModel, optimizer: optax.GradientTransformation, state: 
 
   input_dropout = model.dropouti if model.locked_dropout else model.dropout
 
-  def embedding(embedding_VxE: jax.Array) -> jax.Array:
-    x_TxBxE = embedding_VxE[window.inputs_TxB]
+  def embedding(embedding_VxE: jax.Array, tokens_TxB: jax.Array) -> jax.Array:
+    x_TxBxE = embedding_VxE[tokens_TxB]
     keep = jax.random.bernoulli(rng, 1.0 - input_dropout, x_TxBxE.shape)
     return x_TxBxE * keep / (1.0 - input_dropout)
 
-  x_TxBxE = embedding(params["embedding"])
-  runs["embedding"] = once(jax.jit(jax.grad(lambda e: jnp.sum(embedding(e) * x_TxBxE))), params["embedding"])
+  x_TxBxE = embedding(params["embedding"], window.inputs_TxB)
+  embedding_loss = lambda e, tokens_TxB: jnp.sum(embedding(e, tokens_TxB) * x_TxBxE)
+  runs["embedding"] = once(jax.jit(jax.grad(embedding_loss)), params["embedding"], window.inputs_TxB)
 
   # Each layer at its own input: the previous layer's output (no dropout: the values do not change the time).
-  cell, x_TxBxI = CELLS[model.cell], x_TxBxE
+  # Every array is an argument, as in the step: a constant valid_T would let XLA drop the per-step select.
+  layer = functools.partial(_layer_outputs, CELLS[model.cell], model.unroll)
+  x_TxBxI = x_TxBxE
   for k, size in enumerate(model.sizes):
     weights = {name: params[f"layer_{k}_{name}"] for name in ("w_ih", "w_hh", "b_ih", "b_hh")}
-    layer = functools.partial(_layer_outputs, cell, window.valid_T, model.unroll)
     cotangent_TxBxH = jax.random.normal(jax.random.fold_in(rng, k), (bptt, batch, size))
-    layer_loss = lambda w, x, s, c=cotangent_TxBxH: jnp.sum(layer(w, x, s) * c)
-    runs[f"layer_{k}_forward"] = once(jax.jit(layer), weights, x_TxBxI, carry[k])
-    runs[f"layer_{k}_forward_backward"] = once(jax.jit(jax.grad(layer_loss, argnums=(0, 1))), weights, x_TxBxI,
-                                               carry[k])
-    x_TxBxI = layer(weights, x_TxBxI, carry[k])
+    layer_loss = lambda w, x, s, v, c=cotangent_TxBxH: jnp.sum(layer(w, x, s, v) * c)
+    args = (weights, x_TxBxI, carry[k], window.valid_T)
+    runs[f"layer_{k}_forward"] = once(jax.jit(layer), *args)
+    runs[f"layer_{k}_forward_backward"] = once(jax.jit(jax.grad(layer_loss, argnums=(0, 1))), *args)
+    x_TxBxI = layer(*args)
 
   h_TxBxH = x_TxBxI
   h_NxH = h_TxBxH.reshape(-1, h_TxBxH.shape[-1])
@@ -175,15 +177,15 @@ def _part_runs(model: RNNModel, optimizer: optax.GradientTransformation, state: 
   exp_NxV = jax.random.uniform(rng, (h_NxH.shape[0], model.vocab_size))
   runs["decoder_forward_matmul"] = once(jax.jit(lambda h, w: h @ w.T), h_NxH, w_VxH)
   runs["decoder_backward_matmuls"] = once(jax.jit(lambda e, w, h: (e @ w, e.T @ h)), exp_NxV, w_VxH, h_NxH)
-  fused_loss = jax.value_and_grad(lambda p, h: jnp.sum(model.nll(p, h, window.targets_TxB)), argnums=(0, 1))
-  runs["fused_loss"] = once(jax.jit(fused_loss), params, h_TxBxH)
+  fused_loss = jax.value_and_grad(lambda p, h, targets_TxB: jnp.sum(model.nll(p, h, targets_TxB)), argnums=(0, 1))
+  runs["fused_loss"] = once(jax.jit(fused_loss), params, h_TxBxH, window.targets_TxB)
   gradients = jax.tree.map(jnp.ones_like, params)
   update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
   runs["optimiser"] = once(update, gradients, state.opt_state, params)
   return runs
 
 
-def _layer_outputs(cell, valid_T: jax.Array, unroll: int, weights: dict, x_TxBxI: jax.Array, state) -> jax.Array:
+def _layer_outputs(cell, unroll: int, weights: dict, x_TxBxI: jax.Array, state, valid_T: jax.Array) -> jax.Array:
   return run_layer(cell, weights, x_TxBxI, state, valid_T, unroll)[0]
 
 
