@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import plots
-from benchmarks.breakdown import DERIVATION, PARTS
+from benchmarks.breakdown import DERIVATION
 from benchmarks.flops import FORMULA
 from benchmarks.measure import generate_key
 from benchmarks.roofline import FORMULA as ROOFLINE_FORMULA
@@ -133,15 +133,23 @@ def markdown(results: dict) -> str:
         f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} "
         f"| {_mib(jax_m.get('device_peak_mib'))} / {_mib(torch_m.get('device_peak_mib'))} |")
 
-  broken_down = [c for c in configs if c["breakdown"]]
+  broken_down = [c for c in configs if c["breakdown"]]  # rnn models in float32
   if broken_down:
+    parts = list(broken_down[0]["breakdown"]["percent"])  # the same model depth in every config
     lines += ["", "## Where an lm_jax train step goes (% of the step, first round, float32)", "",
-              "| model | size | vocab | step ms | " + " | ".join(PARTS) + " |",
-              "|---|---|---:|" + "---:|" * (1 + len(PARTS))]
+              "| model | size | vocab | step ms | " + " | ".join(parts) + " |",
+              "|---|---|---:|" + "---:|" * (1 + len(parts))]
     for c in broken_down:
       percent = c["breakdown"]["percent"]
-      lines.append(f"| {c['model']} | {c['size']} | {c['vocab']:,} | {c['runs']['lm_jax'][0]['train_ms']:.2f} | "
-                   + " | ".join(f"{percent[part]:.0f}%" for part in PARTS) + " |")
+      lines.append(f"| {c['model']} | {c['size']} | {c['vocab']:,} | {c['breakdown']['step_ms']:.2f} | "
+                   + " | ".join(f"{percent[part]:.0f}%" for part in parts) + " |")
+    layers = list(broken_down[0]["breakdown"]["per_time_step_ms"])
+    lines += ["", "Recurrent layers, ms per time step:", "",
+              "| model | size | vocab | " + " | ".join(layers) + " |", "|---|---|---:|" + "---:|" * len(layers)]
+    for c in broken_down:
+      per_step = c["breakdown"]["per_time_step_ms"]
+      lines.append(f"| {c['model']} | {c['size']} | {c['vocab']:,} | "
+                   + " | ".join(f"{per_step[part]:.3f}" for part in layers) + " |")
     lines += ["", f"Derived from controlled ablations. {DERIVATION}"]
   return "\n".join(lines) + "\n"
 

@@ -90,9 +90,10 @@ def measure_config(shape: Shape, rounds: int, bandwidth_gb_per_s: float) -> dict
   for round_index in range(rounds):
     for framework, label in summary.FRAMEWORKS.items():
       progress(f"{summary.config_name(dataclasses.asdict(shape))}, round {round_index + 1}/{rounds}: {label}")
-      # The step breakdown needs lm_jax alone; one round of it is enough. Its parts are timed in float32.
-      run = call_worker({"task": framework, "shape": dataclasses.asdict(shape),
-                         "breakdown": framework == "lm_jax" and round_index == 0 and shape.dtype == "float32"})
+      # The step breakdown (lm_jax/profile.py: rnn models) needs lm_jax alone; one round of it is enough. Its
+      # parts are timed in float32.
+      breakdown = framework == "lm_jax" and round_index == 0 and shape.dtype == "float32" and shape.model != TRANSFORMER
+      run = call_worker({"task": framework, "shape": dataclasses.asdict(shape), "breakdown": breakdown})
       words = ", ".join(f"N={n} {run[generate_key(n)]:,.0f}" for n in shape.gen_samples if generate_key(n) in run)
       progress(f"  {run['train_ms']:.2f} ms/step, {run['eval_tokens_per_s']:,.0f} eval tokens/s, words/s {words}")
       runs[framework].append(run)

@@ -58,7 +58,7 @@ def run(spec: dict) -> dict:
   result = measure(importlib.import_module(FRAMEWORKS[framework]).build(shape), shape)
   if spec.get("breakdown"):
     from benchmarks import breakdown
-    result["breakdown"] = breakdown.step_breakdown(shape, result["train_ms"])
+    result["breakdown"] = breakdown.step_breakdown(shape)
   return result
 
 

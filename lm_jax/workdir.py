@@ -21,7 +21,8 @@ RESUMABLE_CHANGES = ("epochs", "log_interval", "checkpoint_every")
 
 
 def write_atomically(path: str, content: str | bytes) -> None:
-  """Write to a temporary file beside `path`, then rename: readers see the old or the new file, whole."""
+  """Write text or bytes to a temporary file beside `path`, then rename: readers see the old or the new
+  file, whole."""
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
     f.write(content)

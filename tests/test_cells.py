@@ -114,6 +114,45 @@ def test_layer_gradient_matches_float64_autodiff_of_the_equations(cell):
     np.testing.assert_allclose(got_s, want_s, rtol=1e-4, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("length", [0, 3])
+def test_window_shorter_than_the_scan_matches_a_loop_over_its_length(cell, length):
+  """A window of `length` valid steps in a 7-step scan (the padded last window): the outputs of the valid
+  steps, the final state and every gradient equal those of a float64 loop that runs only `length` steps.
+  Nothing may flow from the padding: its inputs get a zero gradient; with length 0 the state passes through."""
+  w, state = random_layer(cell, seed=6)
+  rng = np.random.default_rng(7)
+  x_TxBxI = rng.normal(size=(7, B, I))
+  out_weights = rng.normal(size=(7, B, H))
+  state_weights = [rng.normal(size=(B, H)) for _ in state]
+
+  def reference(w, x_TxBxI, state):
+    loss = 0.0
+    for t in range(length):
+      state = numpy_step(cell, x_TxBxI[t], state, **w, xp=jnp)
+      loss += jnp.sum(out_weights[t] * state[0])
+    return loss + sum(jnp.sum(sw * s) for sw, s in zip(state_weights, state)), state
+
+  def lm_jax_loss(w, x_TxBxI, state):
+    h_TxBxH, final = run_layer(CELLS[cell], w, x_TxBxI, state, jnp.arange(7) < length)
+    loss = jnp.sum(out_weights[:length] * h_TxBxH[:length])
+    return loss + sum(jnp.sum(sw * s) for sw, s in zip(state_weights, final)), final
+
+  with jax.enable_x64():
+    (_, expected_final), expected = jax.value_and_grad(reference, argnums=(0, 1, 2), has_aux=True)(w, x_TxBxI, state)
+  (_, final), got = jax.value_and_grad(lm_jax_loss, argnums=(0, 1, 2), has_aux=True)(
+      as_lm_jax(w), jnp.asarray(x_TxBxI, jnp.float32), tuple(jnp.asarray(s, jnp.float32) for s in state))
+  for got_s, want_s in zip(final, expected_final):
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
+  for name in w:
+    want = expected[0][name].T if name.startswith("w_") else expected[0][name]
+    np.testing.assert_allclose(got[0][name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+  np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-5)
+  assert not np.any(np.asarray(got[1][length:]))  # the padding's inputs
+  for got_s, want_s in zip(got[2], expected[2]):
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-4, atol=1e-5)
+
 def test_init_follows_the_reference_ranges():
   from lm_jax.models.rnn_model import RNNModel
   model = RNNModel(vocab_size=500, cell="gru", emsize=64, nhid=100, nlayers=2, init_range=0.1)

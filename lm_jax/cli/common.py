@@ -1,4 +1,5 @@
-"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help."""
+"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help, and
+the parsing of a --config file flag."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from lm_jax import runtime
+from lm_jax import config_file, runtime
 from lm_jax.errors import exits_cleanly_on_user_error
 
 
@@ -39,3 +40,19 @@ def _describe_command_in_help(command: object) -> None:
   main_module.__doc__ = command.__doc__
   for flag in flags.FLAGS.get_key_flags_for_module(command):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def config_file_flags_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[str]]:
+  """absl's flag parsing for a command with a `--config` file flag (ml_collections' DEFINE_config_file), with a
+  config file that cannot be read or that names an unknown field, and an override of an unknown field, as one
+  UserError line (lm_jax/config_file.py; ml_collections raises them as tracebacks)."""
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    try:
+      args = app.parse_flags_with_usage(argv)
+      config_flag.value.get("model")  # A file that failed to load parses as a stand-in that raises when read.
+    except (OSError, AttributeError, KeyError) as e:
+      raise config_file.load_error(argv, e) from None
+    return args
+
+  return parse_flags

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from lm_jax import config_file
-from lm_jax.cli.common import run_main
+from lm_jax.cli.common import config_file_flags_parser, run_main
 from lm_jax.errors import UserError
 
 # The status a shell gives a process that SIGTERM ended (128 + 15); here the run saved a checkpoint first.
@@ -53,19 +52,8 @@ def main(argv: list[str]) -> None:
     sys.exit(EXIT_PREEMPTED)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a config file that cannot be read or that names an unknown field, and an
-  override of an unknown field, as one UserError line (ml_collections raises them as tracebacks)."""
-  try:
-    args = app.parse_flags_with_usage(argv)
-    _CONFIG.value.get("model")  # A file that failed to load parses as a stand-in that raises when read.
-  except (OSError, AttributeError, KeyError) as e:
-    raise config_file.load_error(argv, e) from None
-  return args
-
-
 def run() -> None:
-  run_main(main, ["config", "workdir"], flags_parser=parse_flags)
+  run_main(main, ["config", "workdir"], flags_parser=config_file_flags_parser(_CONFIG))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,19 @@ cell gets this for free. Exact: the same float32 gradient, summed in a different
 
 With matmul_dtype "bfloat16" (precision.py) every matmul here, forward and backward, takes bfloat16
 inputs; the bias gradients (sums, written as products with ones) stay float32.
+
+Two choices shape the forward loop for XLA:CPU (docs/performance.md has the measurements):
+- The input projection leaves its bias out (xw = x W_ih) and each step adds b_ih to its slice: the
+  addition is the same, but it fuses into the step's elementwise work instead of a pass over [T, B, G].
+- Each step's inputs are read one iteration ahead and carried (`_prefetched_scan`). XLA:CPU emits
+  scalar, unvectorised code for a fusion that slices a dynamic slice more than once, which is what a
+  GRU step does to its row of xw (the r, z and n gates); a carried row is a plain buffer.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,19 +49,33 @@ def _hold(valid: jax.Array, new_state: State, state: State) -> State:
   return tuple(jnp.where(valid, new, old) for new, old in zip(new_state, state))
 
 
+def _prefetched_scan(step: Callable, carry, xs, unroll: int):
+  """lax.scan(step, carry, xs), with step t's slice of xs read at step t - 1 and carried in."""
+  steps = jax.tree.leaves(xs)[0].shape[0]
+  at = lambda t: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, t, keepdims=False), xs)
+
+  def prefetching_step(carry_and_inputs, t: jax.Array):
+    carry, inputs = carry_and_inputs
+    carry, outputs = step(carry, inputs)
+    return (carry, at(jnp.minimum(t + 1, steps - 1))), outputs
+
+  (carry, _), outputs = jax.lax.scan(prefetching_step, (carry, at(0)), jnp.arange(steps), unroll=unroll)
+  return carry, outputs
+
+
 def _scan(cell: Cell, unroll: int, dtype: str, weights: Weights, x_TxBxI: jax.Array, state: State,
           valid_T: jax.Array, keep_step_inputs: bool):
-  """(h_TxBxH, final state, (gi_TxBxG, each step's (gh_BxG, incoming state) stacked over T, if kept))."""
-  gi_TxBxG = matmul(x_TxBxI, weights["w_ih"], dtype) + weights["b_ih"]
+  """(h_TxBxH, final state, (xw_TxBxG, each step's (gh_BxG, incoming state) stacked over T, if kept))."""
+  xw_TxBxG = matmul(x_TxBxI, weights["w_ih"], dtype)
 
   def step(state: State, inputs: tuple[jax.Array, jax.Array]):
-    gi_BxG, valid = inputs
+    xw_BxG, valid = inputs
     gh_BxG = matmul(state[0], weights["w_hh"], dtype) + weights["b_hh"]
-    new_state = cell.step(gi_BxG, gh_BxG, state)
+    new_state = cell.step(xw_BxG + weights["b_ih"], gh_BxG, state)
     return _hold(valid, new_state, state), (new_state[0], (gh_BxG, state) if keep_step_inputs else ())
 
-  state, (h_TxBxH, step_inputs) = jax.lax.scan(step, state, (gi_TxBxG, valid_T), unroll=unroll)
-  return h_TxBxH, state, (gi_TxBxG, step_inputs)
+  state, (h_TxBxH, step_inputs) = _prefetched_scan(step, state, (xw_TxBxG, valid_T), unroll)
+  return h_TxBxH, state, (xw_TxBxG, step_inputs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -64,17 +86,18 @@ def _layer(cell: Cell, unroll: int, dtype: str, weights: Weights, x_TxBxI: jax.A
 
 
 def _layer_forward(cell, unroll, dtype, weights, x_TxBxI, state, valid_T):
-  h_TxBxH, final_state, (gi_TxBxG, (gh_TxBxG, states_in)) = _scan(cell, unroll, dtype, weights, x_TxBxI, state,
+  h_TxBxH, final_state, (xw_TxBxG, (gh_TxBxG, states_in)) = _scan(cell, unroll, dtype, weights, x_TxBxI, state,
                                                                   valid_T, keep_step_inputs=True)
-  return (h_TxBxH, final_state), (weights, x_TxBxI, valid_T, gi_TxBxG, gh_TxBxG, states_in)
+  return (h_TxBxH, final_state), (weights, x_TxBxI, valid_T, xw_TxBxG, gh_TxBxG, states_in)
 
 
 def _layer_backward(cell, unroll, dtype, residuals, cotangents):
-  weights, x_TxBxI, valid_T, gi_TxBxG, gh_TxBxG, states_in = residuals
+  weights, x_TxBxI, valid_T, xw_TxBxG, gh_TxBxG, states_in = residuals
   dh_TxBxH, dfinal_state = cotangents
 
   def step_backward(dstate: State, inputs):
-    gi_BxG, gh_BxG, state, valid, dh_BxH = inputs
+    xw_BxG, gh_BxG, state, valid, dh_BxH = inputs
+    gi_BxG = xw_BxG + weights["b_ih"]
 
     def step(gi_BxG, gh_BxG, state):
       new_state = cell.step(gi_BxG, gh_BxG, state)
@@ -86,7 +109,7 @@ def _layer_backward(cell, unroll, dtype, residuals, cotangents):
     return (dstate[0] + einsum("bg,hg->bh", dgh_BxG, weights["w_hh"], dtype),) + dstate[1:], (dgi_BxG, dgh_BxG)
 
   dstate, (dgi_TxBxG, dgh_TxBxG) = jax.lax.scan(step_backward, dfinal_state,
-                                                 (gi_TxBxG, gh_TxBxG, states_in, valid_T, dh_TxBxH),
+                                                 (xw_TxBxG, gh_TxBxG, states_in, valid_T, dh_TxBxH),
                                                  reverse=True)
   rows = lambda a: a.reshape(-1, a.shape[-1])  # [T, B, ...] -> [T*B, ...]
   # Bias gradients as products with ones: a column sum is single-threaded on XLA:CPU.
