@@ -91,6 +91,19 @@ def test_bad_requests_are_one_line_and_write_nothing(run_dir, tmp_path, flags, m
   assert not os.listdir(tmp_path)
 
 
+def test_a_corpus_with_another_vocabulary_is_one_line_and_writes_nothing(run_dir, tmp_path):
+  other = tmp_path / "other"
+  other.mkdir()
+  for split in ("train", "valid", "test"):
+    (other / f"{split}.txt").write_text("a b c\n")
+  out = tmp_path / "map.png"
+  result = lm_jax_embeddings(f"--workdir={run_dir}", f"--tsne={out}", "--words=5", "--perplexity=2",
+                             f"--data_dir={other}")
+  assert_one_line_error(result, r"the data's vocabulary \(4 words\) is not the checkpoint's \([\d,]+ words\); pass the "
+                                r"data the model was trained on with --data_dir, or --order=first$")
+  assert not out.exists()
+
+
 def test_missing_scikit_learn_names_the_extra(monkeypatch):
   real_find_spec = embeddings.importlib.util.find_spec
   monkeypatch.setattr(embeddings.importlib.util, "find_spec",

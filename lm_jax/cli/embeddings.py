@@ -13,7 +13,6 @@ text format, which --config.model.pretrained_embeddings reads.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import flags
@@ -21,9 +20,6 @@ from absl import flags
 from lm_jax import embeddings
 from lm_jax.cli.common import run_main
 from lm_jax.errors import UserError
-
-if TYPE_CHECKING:
-  from lm_jax.trained import TrainedModel
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
 _NEIGHBOURS = flags.DEFINE_list("neighbours", [], "Words whose nearest neighbours (cosine) to print, comma-separated.")
@@ -73,8 +69,11 @@ def main(argv: list[str]) -> None:
     for rank, (i, cosine) in enumerate(embeddings.nearest_neighbours(embedding_VxE, run.vocab.index[word], _K.value), 1):
       print(f"| {rank:3d}  {run.vocab.words[i]:<20s} {cosine:7.4f}")
   if _TSNE.value:
-    ids = embeddings.map_words(_ORDER.value, _WORDS.value, train_ids(run) if _ORDER.value == "frequent" else None,
-                               vocab_size)
+    train_ids = None
+    if _ORDER.value == "frequent":  # counted on the run's training split, or --data_dir's
+      train_ids = trained.corpus_of(run, _DATA_DIR.value, "pass the data the model was trained on with --data_dir, "
+                                    "or --order=first").ids["train"]
+    ids = embeddings.map_words(_ORDER.value, _WORDS.value, train_ids, vocab_size)
     which = "most frequent" if _ORDER.value == "frequent" else "first"
     png, used = embeddings.tsne_png(embedding_VxE[ids], run.vocab.decode(ids), tsne,
                                     f"{_WORKDIR.value}: the {len(ids)} {which} words")
@@ -83,22 +82,6 @@ def main(argv: list[str]) -> None:
   if _EXPORT.value:
     write_atomically(_EXPORT.value, embeddings.glove_text(run.vocab.words, embedding_VxE))
     print(f"| wrote {vocab_size:,} vectors of {embedding_VxE.shape[1]} values to {_EXPORT.value} (GloVe text format)")
-
-
-def train_ids(run: TrainedModel) -> np.ndarray:
-  """The run's training split as ids (or --data_dir's), checked to have the run's vocabulary."""
-  from lm_jax.data.sources import load_corpus
-
-  data_config = run.config.data
-  if _DATA_DIR.value:
-    data_config = data_config.copy_and_resolve_references()
-    data_config.update(source="dir", dir=_DATA_DIR.value)
-  corpus = load_corpus(data_config)
-  if corpus.vocab != run.vocab:
-    raise UserError(f"the data's vocabulary ({len(corpus.vocab):,} words) is not the checkpoint's "
-                    f"({len(run.vocab):,} words); pass the data the model was trained on with --data_dir, or "
-                    "--order=first")
-  return corpus.ids["train"]
 
 
 def run() -> None:

@@ -76,18 +76,10 @@ def main(argv: list[str]) -> None:
     raise UserError(f"--batch_size must be > 0 (got {batch_size}); pass e.g. --batch_size=10")
   from lm_jax import optim, trained
   from lm_jax.data.batching import put_on_device
-  from lm_jax.data.sources import load_corpus
   from lm_jax.evaluate import Evaluator
 
   run = trained.load(_WORKDIR.value)
-  data_config = run.config.data
-  if _DATA_DIR.value:
-    data_config = data_config.copy_and_resolve_references()
-    data_config.update(source="dir", dir=_DATA_DIR.value)
-  corpus = load_corpus(data_config)
-  if corpus.vocab != run.vocab:
-    raise UserError(f"the data's vocabulary ({len(corpus.vocab):,} words) is not the checkpoint's "
-                    f"({len(run.vocab):,} words); evaluate on the data the model was trained on")
+  corpus = trained.corpus_of(run, _DATA_DIR.value, "evaluate on the data the model was trained on")
   evaluator = Evaluator(run.model, run.config.bptt)
   if not methods:
     split = put_on_device(corpus.ids[_SPLIT.value], batch_size, run.config.bptt, _SPLIT.value)
