@@ -5,7 +5,8 @@ The plan is recorded in `<workdir>/sweep.json`; everything is checked before any
 Syntax: `--grid='model.cell=lstm,gru;model.nlayers=1,2'` (4 runs), `--zip='model.emsize=200,650;model.nhid=200,650'`
 (2 runs; with a grid, every grid combination with each), `--set='epochs=6;data.dir=...'` (every run). Values
 are read as `--config.FIELD=VALUE` is, by the field's type; a comma inside brackets stays in the value
-(`optim.when=(5,10),(8,)`).
+(`optim.when=(5,10),(8,)`), and `""` is the empty string (`model.pretrained_embeddings="",glove.txt`: trained
+against pretrained embeddings in one sweep).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lm_jax.workdir import write_atomically
 
 MANIFEST = "sweep.json"
 EXAMPLE = "e.g. --grid='model.cell=lstm,gru;model.nlayers=1,2'"
+EMPTY = '""'  # a listed value meaning the empty string
 _FIELD_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 Fields = tuple[tuple[str, tuple[str, ...]], ...]  # (field, its values) in the order given
@@ -53,7 +55,7 @@ class Sweep:
 
   def overrides(self, run: Run) -> list[str]:
     """The run's `--config.FIELD=VALUE` flags: the fixed fields, then its varied ones."""
-    return [f"--config.{field}={value}" for field, value in self.fixed + run.varied]
+    return [f"--config.{field}={'' if value == EMPTY else value}" for field, value in self.fixed + run.varied]
 
   def train_args(self, run: Run, workdir: str) -> list[str]:
     """lm-jax-train's arguments for `run` of this sweep in `workdir`: resumable, so a command run twice continues."""
@@ -142,7 +144,8 @@ def _parse_fields(text: str, flag: str) -> Fields:
   for field, value in _assignments(text, flag):
     values = tuple(v.strip() for v in _split_top_level(value))
     if not all(values):
-      raise UserError(f"--{flag}: {field}={value} has an empty value; list values as {field}=V1,V2")
+      raise UserError(f"--{flag}: {field}={value} has an empty value; list values as {field}=V1,V2 ({EMPTY} for the "
+                      "empty string)")
     parsed.append((field, values))
   return tuple(parsed)
 

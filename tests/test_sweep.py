@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from lm_jax import metrics, sweep as sweep_lib, sweep_report, sweep_runner
+from lm_jax import config_file as config_files, metrics, sweep as sweep_lib, sweep_report, sweep_runner
 from lm_jax.errors import UserError
 from tests.test_cli import assert_one_line_error, snapshot
 
@@ -227,6 +227,15 @@ def test_grid_then_zip_rows_and_values_read_as_config_overrides():
   assert sweep_lib.Sweep.from_json(sweep.to_json()) == sweep
   # Two varied fields with one last part are named in full.
   assert plan("seed=1,2;data.synthetic.seed=3,4").runs()[0].name == "seed=1,data.synthetic.seed=3"
+
+
+def test_two_quotes_list_the_empty_string():
+  sweep = plan(zipped='model.pretrained_embeddings="",vectors.txt;model.freeze_embeddings=False,True')
+  runs = sweep.runs()
+  assert [sweep.overrides(run)[0] for run in runs] == ["--config.model.pretrained_embeddings=",
+                                                       "--config.model.pretrained_embeddings=vectors.txt"]
+  assert runs[0].name == "pretrained_embeddings=__,freeze_embeddings=False"
+  assert config_files.load(sweep.config, sweep.overrides(runs[0])).model.pretrained_embeddings == ""
 
 
 @pytest.mark.parametrize("grid, zipped, fixed, message", [
