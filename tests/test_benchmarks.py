@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from benchmarks.flops import train_step_flops
 from benchmarks.measure import generate_key
 from benchmarks.roofline import bytes_per_word, roofline_words_per_s
 from benchmarks.shapes import QUICK_VOCAB, make_shape
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, quick_benchmark
 
 
 def quick_shape(model: str, dtype: str = "float32", size: str = "quick"):
@@ -171,16 +169,10 @@ def test_bad_flags_are_one_line_errors(flag, message, tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
-  if importlib.util.find_spec("torch") is None:
-    pytest.skip("PyTorch is not installed; every benchmark figure is relative to it")
   output_dir = tmp_path_factory.mktemp("bench")
   # One rnn cell and the transformer in both dtypes: every path of both workloads (the other cells differ
   # from the lstm in one argument; the FLOP tests cover them).
-  subprocess.run([sys.executable, "-m", "benchmarks.step_time", "--quick", "--models=lstm,transformer",
-                  "--dtypes=float32,bfloat16", f"--output_dir={output_dir}"],
-                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=1200)
-  (json_path,) = output_dir.glob("*.json")
-  return output_dir, json.loads(json_path.read_text())
+  return output_dir, quick_benchmark("step_time", output_dir, "--models=lstm,transformer", "--dtypes=float32,bfloat16")
 
 
 def test_quick_run_measures_every_model_and_dtype_in_both_frameworks(quick_run):

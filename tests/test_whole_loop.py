@@ -4,7 +4,6 @@ a bad --data_root as one line, and one `--quick` run end to end (no timed assert
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from lm_jax.data.batching import window_bounds
 from lm_jax.data.sources import load_corpus
 from lm_jax.data.synthetic import generate_synthetic
 from lm_jax.errors import UserError
+from tests.conftest import REPO, quick_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 NEEDS_TORCH = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="PyTorch is not installed; the PyTorch side of the benchmark needs it")
 
@@ -98,14 +97,9 @@ def test_a_missing_corpus_is_one_line_and_writes_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
-  if importlib.util.find_spec("torch") is None:
-    pytest.skip("PyTorch is not installed; every benchmark figure is relative to it")
   root = tmp_path_factory.mktemp("whole_loop")
   write_corpus(root / "ptb")
-  subprocess.run([sys.executable, "-m", "benchmarks.whole_loop", "--quick", "--datasets=ptb", f"--data_root={root}",
-                  f"--output_dir={root / 'out'}"], cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=600)
-  (json_path,) = (root / "out").glob("whole-loop-*-quick.json")
-  return root / "out", json.loads(json_path.read_text())
+  return root / "out", quick_benchmark("whole_loop", root / "out", "--datasets=ptb", f"--data_root={root}")
 
 
 def test_quick_run_times_the_same_windows_in_both_loops(quick_run):
