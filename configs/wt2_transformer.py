@@ -6,7 +6,10 @@
     configs/default.py with --config.model.kind=transformer.
   lm_jax: the same sizes with the options beyond the reference (lm_jax/models/transformer.py): pre-norm, tied
     embeddings, the previous window's keys/values carried (memory 35), and Adam at lr 1e-3 in place of SGD at
-    lr 20, which the post-norm reference needs and the pre-norm model does not train well with.
+    lr 20, which the post-norm reference needs and the pre-norm model does not train well with. Measured one
+    at a time on PTB (docs/fidelity.md), Adam does nearly all of the good and pre-norm a little, while tying
+    and the memory cost perplexity after one epoch: add --config.model.transformer_tied=False
+    --config.model.memory=0 for the best of them there.
 
   lm-jax-train --config=configs/wt2_transformer.py:reference --config.data.dir=../shared/data/wikitext-2 --workdir=runs/wt2_transformer
   lm-jax-train --config=configs/wt2_transformer.py:lm_jax --config.data.dir=../shared/data/wikitext-2 --workdir=runs/wt2_transformer_lm_jax
