@@ -47,7 +47,11 @@ class MetricsWriter:
     try:
       from tensorboardX import SummaryWriter
       purge_step = None if resumed_at is None else resumed_at + 1
-      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step)
+      # tensorboardX names a file by the second it opened it: two runs opened within one second (a quick
+      # resume) would share the name, the second erasing the first's events. Nanoseconds keep each run its own
+      # file, and the files' name order stays the runs' order, which readers apply purge_step in.
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step,
+                               filename_suffix=f".{time.time_ns()}")
     except ImportError:  # Not on every image (the GPU one lacks it); JSON lines suffice.
       logging.warning("tensorboardX is not installed: writing metrics.jsonl only")
       self._tb = None

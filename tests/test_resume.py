@@ -15,12 +15,13 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, train as train_lib
+from lm_jax import checkpoints, metrics, train as train_lib
 from lm_jax.errors import UserError
 from lm_jax.models.registry import model_from_config
 from lm_jax.train import train_and_evaluate
@@ -128,6 +129,20 @@ def tensorboard_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
       for value in event.summary.value:
         scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
   return scalars
+
+
+def test_a_resume_within_the_same_second_keeps_the_earlier_runs_events(tmp_path, monkeypatch):
+  """tensorboardX names an event file by the second it was opened; a resume in that second must not erase the
+  events of the run before it."""
+  pytest.importorskip("tensorboardX")
+  monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+  first = metrics.MetricsWriter(str(tmp_path))
+  first.write(1, {"train_loss": 5.0})
+  first.close()
+  resumed = metrics.MetricsWriter(str(tmp_path), resumed_at=1)
+  resumed.write(2, {"train_loss": 4.0})
+  resumed.close()
+  assert tensorboard_scalars(str(tmp_path))["train_loss"] == [(1, 5.0), (2, 4.0)]
 
 
 def assert_same_tensorboard(workdir: str, expected_workdir: str, resumed_at: int, killed: bool) -> None:
