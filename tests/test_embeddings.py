@@ -83,6 +83,8 @@ def test_the_map_shows_the_most_frequent_words_of_the_training_split(run_dir):
     (["--tsne={out}", "--words=5000"], r"--words 5000 exceeds the vocabulary \(\d+ words\); pass --words=\d+ or fewer"),
     (["--tsne={out}", "--words=20"], r"--perplexity must be > 0 and below the number of words mapped \(20\), got 30"),
     ([], r"nothing to do; pass --neighbours"),
+    (["--export={out}/vectors.txt"], r"--export=.*/out/vectors.txt: folder .*/out does not exist; create it or pass "
+                                     r"another path"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(run_dir, tmp_path, flags, message):
   out = tmp_path / "out"

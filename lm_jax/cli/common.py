@@ -1,15 +1,16 @@
-"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help, and
-the parsing of a --config file flag."""
+"""What every lm-jax command shares: quiet library logs, clean user errors, required flags, --help, the
+parsing of a --config file flag, and the check that an output file's folder exists."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
 
 from lm_jax import config_file, runtime
-from lm_jax.errors import exits_cleanly_on_user_error
+from lm_jax.errors import UserError, exits_cleanly_on_user_error
 
 
 def run_main(main: Callable[[list[str]], None], required_flags: list[str],
@@ -56,3 +57,10 @@ def config_file_flags_parser(config_flag: flags.FlagHolder) -> Callable[[list[st
     return args
 
   return parse_flags
+
+
+def require_output_folder(flag: str, path: str) -> None:
+  """Refuses, before any work, an output file `--flag=path` whose folder does not exist."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise UserError(f"--{flag}={path}: folder {folder} does not exist; create it or pass another path")

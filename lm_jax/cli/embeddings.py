@@ -12,13 +12,12 @@ text format, which --config.model.pretrained_embeddings reads.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from absl import flags
 
 from lm_jax import embeddings
-from lm_jax.cli.common import run_main
+from lm_jax.cli.common import require_output_folder, run_main
 from lm_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
@@ -42,8 +41,8 @@ def main(argv: list[str]) -> None:
   if _K.value <= 0:
     raise UserError(f"--k must be > 0 (got {_K.value}); pass e.g. --k=10")
   for flag, path in (("tsne", _TSNE.value), ("export", _EXPORT.value)):
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-      raise UserError(f"--{flag}={path}: its directory does not exist; create it or pass another path")
+    if path:
+      require_output_folder(flag, path)
   tsne = embeddings.TsneSettings(perplexity=_PERPLEXITY.value, seed=_SEED.value)
   if _TSNE.value:
     embeddings.require_viz()

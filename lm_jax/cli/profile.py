@@ -14,12 +14,10 @@ unless --vocab says otherwise. The rnn family only.
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
-from lm_jax.cli.common import config_file_flags_parser, run_main
+from lm_jax.cli.common import config_file_flags_parser, require_output_folder, run_main
 from lm_jax.errors import UserError
 
 WIKITEXT2_VOCAB = 33_278
@@ -75,9 +73,7 @@ def _check_flags(config) -> None:
   if _PLOT.value:
     if not _PLOT.value.endswith(".png"):
       raise UserError(f"--plot={_PLOT.value} is not a .png file; pass e.g. --plot=profile.png")
-    folder = os.path.dirname(os.path.abspath(_PLOT.value))
-    if not os.path.isdir(folder):
-      raise UserError(f"--plot={_PLOT.value}: folder {folder} does not exist; create it or pass another path")
+    require_output_folder("plot", _PLOT.value)
     try:
       import matplotlib  # noqa: F401
     except ImportError:
