@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lm_jax import optim
+from lm_jax import loss, optim
 from lm_jax.errors import UserError
-from lm_jax.loss import REDUCTIONS
 from lm_jax.models import registry
 
 DATA_SOURCES = ("dir", "hub", "synthetic", "articles")
@@ -87,7 +86,7 @@ def reference_config() -> ml_collections.ConfigDict:
   c.test_batch_size = 10    # the reference's word_language_model scores test at 10; AWD-LSTM at 1
   c.bptt = 35
   c.variable_bptt = False   # AWD-LSTM's: bptt w.p. 0.95 else bptt/2, then N(., 5), lr scaled by length / bptt
-  c.finetune_from = ""      # a workdir: start from its best model, nt_asgd averaging from the first step
+  c.finetune_from = ""      # a workdir: start from its best model (nt_asgd: averaging from the first step, as finetune.py)
   c.seed = 1111
   c.log_interval = 200      # windows between log lines
   c.checkpoint_every = 500  # windows between `latest` checkpoints (to resume from); 0: only at epoch ends
@@ -132,20 +131,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c[name] > 0, f"config.{name} must be > 0 (got {c[name]})", f"pass --config.{name}=N with N >= 1")
   need(c.checkpoint_every >= 0, f"config.checkpoint_every must be >= 0 (got {c.checkpoint_every})",
        "pass --config.checkpoint_every=N (0 checkpoints only at epoch ends)")
-  need(c.loss_reduction in REDUCTIONS, f"unknown loss_reduction {c.loss_reduction!r}",
-       f"use one of {', '.join(REDUCTIONS)}")
-  for name in ("ar_alpha", "tar_beta"):
-    need(c[name] >= 0, f"config.{name} must be >= 0 (got {c[name]})", f"pass e.g. --config.{name}=2")
+  need(c.loss_reduction in loss.REDUCTIONS, f"unknown loss_reduction {c.loss_reduction!r}",
+       f"use one of {', '.join(loss.REDUCTIONS)}")
   late = [epoch for epoch in c.optim.when if isinstance(epoch, int) and epoch > c.epochs]
   need(not late, f"config.optim.when lists epoch {late[0] if late else 0}, past the last epoch {c.epochs}",
        "list epochs from 1 to config.epochs")
-  need(not c.finetune_from or c.optim.name == "nt_asgd",
-       f"fine-tuning (config.finetune_from) averages from the first step, so it needs optim.name 'nt_asgd' (got "
-       f"{c.optim.name!r})", "pass --config.optim.name=nt_asgd")
   need(not (c.finetune_from and c.model.pretrained_embeddings),
        "config.model.pretrained_embeddings fills the initial embeddings, which fine-tuning (config.finetune_from) "
        "replaces with another run's", "drop one of the two")
   need(c.data.source in DATA_SOURCES, f"unknown data source {c.data.source!r}",
        "use --config.data.source=dir, hub, synthetic or articles")
-  registry.validate(c.model)
+  registry.validate(c.model, reference_config().model)
+  chosen = registry.family(c.model)
+  loss.validate_regularisers(c, chosen.aux_outputs, chosen.kind)
   optim.validate(c.optim)

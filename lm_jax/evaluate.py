@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,45 +39,27 @@ class EvalResult(NamedTuple):
 
 
 class Evaluator:
-  """Owns the compiled evaluation of `model` at windows of `bptt`, over `mesh` (default: every device)."""
+  """Owns the compiled evaluation of `model` at windows of `bptt`, over `mesh` (default: every device). Every
+  score comes from one scan over segments (`_segment_scan`); each compiled program is built once per shape."""
 
   def __init__(self, model: LanguageModel, bptt: int, mesh: Mesh | None = None):
     self.model, self.bptt = model, bptt
-
-    def nll_sum_per_window(params: Params, starts_W: jax.Array, lengths_W: jax.Array, batch_size: jax.Array,
-                           data_TxB: jax.Array) -> jax.Array:
-      local_batch = data_TxB.shape[1]
-      # The split's dummy columns (padding to a multiple of the device count) are not scored.
-      scored_B = jax.lax.axis_index(DATA) * local_batch + jnp.arange(local_batch) < batch_size
-
-      def one_window(carry, start_and_length):
-        window = window_at(data_TxB, *start_and_length, bptt)
-        _, aux = window_loss(model, params, carry, window, train=False, scored_B=scored_B)
-        return aux.carry, aux.nll_sum
-
-      _, nll_sums_W = jax.lax.scan(one_window, model.init_carry(local_batch), (starts_W, lengths_W))
-      return jax.lax.psum(nll_sums_W, DATA)
-
-    per_device = jax.shard_map(nll_sum_per_window, mesh=parallel.data_mesh() if mesh is None else mesh,
-                               in_specs=(REPLICATED, REPLICATED, REPLICATED, REPLICATED, COLUMNS),
-                               out_specs=REPLICATED, check_vma=False)
-    self._nll_sum_per_window = jax.jit(per_device)
+    self.mesh = parallel.data_mesh() if mesh is None else mesh
+    self._programs: dict[tuple, Callable] = {}
 
   def mean_nll(self, params: Params, split: DeviceSplit) -> float:
     """Sum of token NLL / tokens scored over `split` (the host sums the windows in float64)."""
-    starts_W, lengths_W = np.array(window_bounds(split.rows, self.bptt), np.int32).T
-    nll_sums_W = self._nll_sum_per_window(params, starts_W, lengths_W, split.batch_size, split.padded_TxB)
-    return float(np.sum(np.asarray(nll_sums_W, np.float64)) / split.num_tokens_scored)
+    return self.evaluate(params, split).mean_nll
 
   def evaluate(self, params: Params, split: DeviceSplit, *, cache: CachePointer | None = None,
                dynamic: DynamicEval | None = None, stats: GradStats | None = None) -> EvalResult:
     """Mean NLL over `split` with the cache pointer and/or dynamic evaluation (`stats` from
-    dynamic_eval.gradient_statistics for its 'rms' rule); neither: the plain evaluation. `params` is
-    never modified."""
+    dynamic_eval.gradient_statistics for its 'rms' rule); neither: the plain evaluation, spread over the mesh.
+    `params` is never modified."""
     if cache is None and dynamic is None:
       starts_W, lengths_W = np.array(window_bounds(split.rows, self.bptt), np.int32).T
-      args = (params, starts_W, lengths_W, split.batch_size, split.padded_TxB)
-      nll_sums_W, seconds = _timed(self._nll_sum_per_window, args)
+      args = (params, starts_W, lengths_W, split.padded_TxB, split.batch_size)
+      nll_sums_W, seconds = _timed(self._program(("plain",), self._plain_on_mesh), args)
     else:
       nll_sums_W, seconds = self._method_pass(params, split, cache, dynamic, stats, per_token=False)
     mean = float(np.sum(np.asarray(nll_sums_W, np.float64)) / split.num_tokens_scored)
@@ -101,6 +83,30 @@ class Evaluator:
     sums_G = np.sum(np.asarray(sums_WxG, np.float64), axis=0) / split.num_tokens_scored
     return sums_G.reshape(len(thetas), len(lambdas))
 
+  def _program(self, key: tuple, build: Callable[[], Callable]) -> Callable:
+    """The jitted program for `key`, built on first use (jit then compiles once per shape)."""
+    if key not in self._programs:
+      self._programs[key] = jax.jit(build())
+    return self._programs[key]
+
+  def _plain_on_mesh(self) -> Callable:
+    """The plain evaluation as a per-device program: each device scans its own columns; the windows' sums are
+    added over devices."""
+    scan = functools.partial(_segment_scan, model=self.model, segment=self.bptt, window=0, per_token=False,
+                             rule=None)
+
+    def nll_sum_per_window(params, starts_W, lengths_W, data_TxB, batch_size):
+      local = data_TxB.shape[1]
+      # The split's dummy columns (padding to a multiple of the device count) are not scored.
+      scored_B = jax.lax.axis_index(DATA) * local + jnp.arange(local) < batch_size
+      no_cache = np.zeros(1, np.float32)
+      sums_WxG = scan(params, None, {}, no_cache, no_cache, starts_W, lengths_W, data_TxB, scored_B)
+      return jax.lax.psum(sums_WxG[:, 0], DATA)
+
+    return jax.shard_map(nll_sum_per_window, mesh=self.mesh,
+                         in_specs=(REPLICATED, REPLICATED, REPLICATED, COLUMNS, REPLICATED),
+                         out_specs=REPLICATED, check_vma=False)
+
   def _segment(self, dynamic: DynamicEval | None) -> int:
     return self.bptt if dynamic is None else dynamic.bptt
 
@@ -120,18 +126,23 @@ class Evaluator:
     return (out if per_token else np.asarray(out)[:, 0]), seconds
 
   def _run(self, params, split, window, theta_G, lam_G, dynamic, stats, per_token):
+    """The methods as one program on the split's devices (no shard_map): dynamic evaluation's update is the
+    whole batch's."""
     segment = self._segment(dynamic)
     starts_W, lengths_W = np.array(window_bounds(split.rows, segment), np.int32).T
     hyper = (dynamic or DynamicEval()).hyper()
     static = dict(model=self.model, segment=segment, window=window, per_token=per_token,
                   rule=None if dynamic is None else dynamic.rule)
-    args = (params, stats, hyper, theta_G, lam_G, starts_W, lengths_W, split.padded_TxB, split.batch_size)
-    return _timed(functools.partial(_method_scan, **static), args)
+    scored_B = np.arange(split.padded_TxB.shape[1]) < split.batch_size  # dummy columns (mesh padding) are not scored
+    args = (params, stats, hyper, theta_G, lam_G, starts_W, lengths_W, split.padded_TxB, scored_B)
+    program = self._program(("methods", *sorted(static.items(), key=lambda kv: kv[0])[1:]),
+                            lambda: functools.partial(_segment_scan, **static))
+    return _timed(program, args)
 
 
-def _timed(fn, args) -> tuple[jax.Array, float]:
-  """fn(*args) compiled ahead, then run and timed to completion."""
-  compiled = jax.jit(fn).lower(*args).compile()
+def _timed(program, args) -> tuple[jax.Array, float]:
+  """program(*args) compiled ahead (once per shape: jit keeps it), then run and timed to completion."""
+  compiled = program.lower(*args).compile()
   begin = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
   return out, time.perf_counter() - begin
@@ -143,29 +154,28 @@ def _per_position(scores_WxTxB: np.ndarray, split: DeviceSplit, segment: int) ->
   return np.concatenate(rows, axis=0)[:, :split.batch_size]
 
 
-def _method_scan(params: Params, stats: GradStats | None, hyper: dict, theta_G: jax.Array, lam_G: jax.Array,
-                 starts_W: jax.Array, lengths_W: jax.Array, data_TxB: jax.Array, batch_size: jax.Array, *,
-                 model: LanguageModel, segment: int, window: int, per_token: bool, rule: str | None) -> jax.Array:
-  """One scan over the segments. State: (params, model carry, cache). Each segment's token scores
-  [G, T, B] (G cache settings) use the parameters before the segment's own update. Out: per segment the
-  scores' sums [W, G], or with `per_token` the scores [W, G, T, B]."""
-  columns = data_TxB.shape[1]
-  scored_B = jnp.arange(columns) < batch_size  # dummy columns (mesh padding) are never scored
+def _segment_scan(params: Params, stats: GradStats | None, hyper: dict, theta_G: jax.Array, lam_G: jax.Array,
+                  starts_W: jax.Array, lengths_W: jax.Array, data_TxB: jax.Array, scored_B: jax.Array, *,
+                  model: LanguageModel, segment: int, window: int, per_token: bool, rule: str | None) -> jax.Array:
+  """One scan over the segments, every score of every evaluation. State: (params, model carry, cache). Each
+  segment's token scores [G, T, B] (G cache settings; G = 1 and the model's NLL without a cache) use the
+  parameters before the segment's own update (`rule`: dynamic evaluation; None: none). `scored_B` marks the
+  columns scored. Out: per segment the scores' sums [W, G], or with `per_token` the scores [W, G, T, B]."""
 
   def score_segment(p, carry, cache, start, length):
     seg = window_at(data_TxB, start, length, segment)
-    out = model.features(p, seg.inputs_TxB, carry, seg.valid_T)
-    nll_TxB = model.nll(p, out.features_TxBxH, seg.targets_TxB)
-    scored_TxB = jnp.broadcast_to(seg.valid_T[:, None] & scored_B, nll_TxB.shape)
-    # The update's loss: dynamiceval.py's criterion, the mean token NLL of the model alone.
-    loss = jnp.sum(nll_TxB * scored_TxB) / jnp.sum(scored_TxB)
+    # The update's loss is dynamiceval.py's criterion: the mean token NLL of the model alone.
+    loss, aux = window_loss(model, p, carry, seg, train=False, scored_B=scored_B)
     if window:
       # The mixture is scored, not differentiated: the update adapts the model, not the cache.
-      score_GxTxB, cache = cache_pointer.score(cache, jax.lax.stop_gradient(out.features_TxBxH), seg.targets_TxB,
-                                               jax.lax.stop_gradient(nll_TxB), start, length, theta_G, lam_G)
+      scored_TxB = seg.valid_T[:, None] & scored_B
+      score_GxTxB, cache = cache_pointer.score(cache, jax.lax.stop_gradient(aux.output.features_TxBxH),
+                                               seg.targets_TxB, jax.lax.stop_gradient(aux.nll_TxB), start, length,
+                                               theta_G, lam_G)
+      score_GxTxB = score_GxTxB * scored_TxB
     else:
-      score_GxTxB = nll_TxB[None]
-    return loss, (score_GxTxB * scored_TxB, out.carry, cache)
+      score_GxTxB = aux.nll_TxB[None]
+    return loss, (score_GxTxB, aux.carry, cache)
 
   def one_segment(state, start_and_length):
     p, carry, cache = state
@@ -176,6 +186,7 @@ def _method_scan(params: Params, stats: GradStats | None, hyper: dict, theta_G: 
       p = dynamic_eval.update(rule, p, params, grads, stats, hyper)
     return (p, carry, cache), (score_GxTxB if per_token else jnp.sum(score_GxTxB, axis=(1, 2)))
 
+  columns = data_TxB.shape[1]
   cache0 = ()
   if window:
     features = jax.eval_shape(lambda: model.features(params, data_TxB[:1], model.init_carry(columns)).features_TxBxH)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm_jax.data.batching import Window
+from lm_jax.errors import UserError
 from lm_jax.models.interface import Carry, LanguageModel, ModelOutput, Params
 
 # A regulariser: the model's output over the window and its valid-steps mask [T] -> a scalar added to the loss.
@@ -23,6 +24,7 @@ REDUCTIONS = ("mean", "sum_over_time")
 
 
 class LossAux(NamedTuple):
+  nll_TxB: jax.Array     # token NLL at the scored positions, 0 elsewhere
   nll_sum: jax.Array     # summed token NLL over the scored positions
   tokens: jax.Array      # positions scored
   carry: Carry           # the state after the window
@@ -53,14 +55,34 @@ def temporal_activation_regulariser(beta: float) -> LossTerm:
   return term
 
 
+class Regulariser(NamedTuple):
+  build: Callable[[float], LossTerm]  # its weight (a top-level config field) -> the term
+  reads: frozenset[str]               # the model aux outputs it needs (interface.LanguageModel.aux_outputs)
+  what: str
+
+
+# config field (the term's weight; 0 leaves the term out) -> the regulariser.
+REGULARISERS = {
+    "ar_alpha": Regulariser(activation_regulariser, frozenset(), "AWD-LSTM's activation regulariser"),
+    "tar_beta": Regulariser(temporal_activation_regulariser, frozenset({"top_raw_TxBxH"}),
+                            "AWD-LSTM's temporal activation regulariser"),
+}
+
+
 def regularisers(config: ml_collections.ConfigDict) -> tuple[LossTerm, ...]:
   """The loss terms the config asks for (config.ar_alpha, config.tar_beta)."""
-  terms = []
-  if config.ar_alpha:
-    terms.append(activation_regulariser(config.ar_alpha))
-  if config.tar_beta:
-    terms.append(temporal_activation_regulariser(config.tar_beta))
-  return tuple(terms)
+  return tuple(reg.build(config[field]) for field, reg in REGULARISERS.items() if config[field])
+
+
+def validate_regularisers(config: ml_collections.ConfigDict, provided: frozenset[str], family: str) -> None:
+  """Raises UserError for a regulariser that reads an output the model family does not provide."""
+  for field, reg in REGULARISERS.items():
+    if config[field] < 0:
+      raise UserError(f"config.{field} must be >= 0 (got {config[field]}); pass e.g. --config.{field}=2")
+    missing = reg.reads - provided
+    if config[field] and missing:
+      raise UserError(f"config.{field} ({reg.what}) reads the model's {', '.join(sorted(missing))}, which the "
+                      f"{family} family does not provide; pass --config.{field}=0, or a model kind that provides it")
 
 
 def window_loss(model: LanguageModel, params: Params, carry: Carry, window: Window, *, train: bool,
@@ -79,10 +101,11 @@ def window_loss(model: LanguageModel, params: Params, carry: Carry, window: Wind
   nll_TxB = model.nll(params, output.features_TxBxH, window.targets_TxB)
   scored_TxB = window.valid_T[:, None] & (True if scored_B is None else scored_B)
   scored_TxB = jnp.broadcast_to(scored_TxB, nll_TxB.shape)
-  nll_sum = jnp.sum(nll_TxB * scored_TxB)
+  nll_TxB = nll_TxB * scored_TxB
+  nll_sum = jnp.sum(nll_TxB)
   tokens = jnp.sum(scored_TxB)
   batch = window.inputs_TxB.shape[1]
   loss = nll_sum / (batch if reduction == "sum_over_time" else tokens)
   if train:
     loss = loss + sum(term(output, window.valid_T) for term in terms)
-  return loss, LossAux(nll_sum, tokens, output.carry, output)
+  return loss, LossAux(nll_TxB, nll_sum, tokens, output.carry, output)

@@ -9,6 +9,9 @@ host can change it between epochs, and the train step scale it per window, witho
 improving (`should_start_averaging`), then torch.optim.ASGD(t0=0, lambd=0), i.e. the same SGD step
 plus a running average of the iterates, which validation, the best checkpoint and the test use
 (`evaluation_params`). The switch is a flag in the optimiser state that the host sets between epochs.
+
+What happens between epochs is each optimiser's `EpochPolicy` (the next lr, NT-ASGD's switch and averaged
+evaluation weights, fine-tuning's start and stop): the training loop calls it for every optimiser.
 """
 
 from __future__ import annotations
@@ -79,15 +82,6 @@ def averaged_sgd(learning_rate: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
-# name -> (optim config, lr, weight decay mask) -> the update that follows the clip
-OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, float, DecayMask], optax.GradientTransformation]] = {
-    "sgd": lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask),
-    "nt_asgd": lambda c, lr, decay_mask: _with_l2(c, averaged_sgd(lr), decay_mask),
-    "adam": lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask),  # torch.optim.Adam's, as AWD-LSTM's
-    "adamw": lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
-}
-
-
 def _plateau(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
   """The reference's: divide by lr_decay when validation loss did not improve."""
   return lr if improved else lr / c.lr_decay
@@ -146,7 +140,8 @@ def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = ()) -
   is_trained = lambda params: {name: name not in frozen for name in params}
 
   def build(learning_rate: float) -> optax.GradientTransformation:
-    update = optax.chain(clip_by_global_norm(c.clip), OPTIMIZERS[c.name](c, learning_rate, is_trained if frozen else None))
+    decay_mask = is_trained if frozen else None
+    update = optax.chain(clip_by_global_norm(c.clip), OPTIMIZERS[c.name].build(c, learning_rate, decay_mask))
     return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), update) if frozen else update
 
   return optax.inject_hyperparams(build)(learning_rate=c.lr)
@@ -158,21 +153,29 @@ def with_learning_rate(opt_state: optax.InjectHyperparamsState, lr: float) -> op
   return opt_state._replace(hyperparams=hyperparams)
 
 
+def _is_asgd(node: Any) -> bool:
+  return isinstance(node, AveragedSGDState)
+
+
+def _asgd_states(opt_state: optax.OptState) -> list[AveragedSGDState]:
+  """The averaged-SGD states inside an optimiser state, found by their type."""
+  return [node for node in jax.tree.leaves(opt_state, is_leaf=_is_asgd) if _is_asgd(node)]
+
+
 def is_averaging(opt_state: optax.OptState) -> bool:
   """Whether an nt_asgd state has switched to averaging (False for every other optimiser)."""
-  flags = optax.tree_utils.tree_get_all_with_path(opt_state, "averaging")
-  return any(bool(jax.device_get(flag)) for _, flag in flags)
+  return any(bool(jax.device_get(state.averaging)) for state in _asgd_states(opt_state))
 
 
 def start_averaging(opt_state: optax.OptState) -> optax.OptState:
   """The nt_asgd state switched to averaging from its next step on."""
-  flag = optax.tree_utils.tree_get(opt_state, "averaging")
-  return optax.tree_utils.tree_set(opt_state, averaging=jnp.ones_like(flag))
+  switch = lambda node: node._replace(averaging=jnp.ones_like(node.averaging)) if _is_asgd(node) else node
+  return jax.tree.map(switch, opt_state, is_leaf=_is_asgd)
 
 
 def evaluation_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
   """What validation, the best checkpoint and the test use: the averaged iterates once nt_asgd averages."""
-  return optax.tree_utils.tree_get(opt_state, "ax") if is_averaging(opt_state) else params
+  return _asgd_states(opt_state)[0].ax if is_averaging(opt_state) else params
 
 
 def should_start_averaging(c: ml_collections.ConfigDict, val_history: list[float], val_loss: float) -> bool:
@@ -189,6 +192,80 @@ def initial_learning_rate(c: ml_collections.ConfigDict) -> float:
 def next_learning_rate(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -> float:
   """The lr for epoch `epoch + 1` after epoch `epoch` (1-based) ended, by config.optim.schedule."""
   return SCHEDULES[c.schedule](c, lr, epoch, improved)
+
+
+class EpochEnd(NamedTuple):
+  """What an optimiser's epoch policy decided after an epoch's validation."""
+  opt_state: optax.OptState
+  lr: float            # of the next epoch
+  policy_state: dict   # the policy's own record, JSON (kept in the checkpoint's metadata)
+  stop: bool           # training is done (fine-tuning's stop)
+  note: str | None     # a log line saying what changed
+
+
+class EpochPolicy:
+  """What a plain optimiser does between epochs: the next lr by config.optim.schedule; the iterates are
+  evaluated; fine-tuning starts from the other run's parameters and a fresh optimiser state."""
+
+  def start_finetuning(self, opt_state: optax.OptState) -> optax.OptState:
+    return opt_state
+
+  def evaluation_params(self, opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+    return params
+
+  def end_epoch(self, c: ml_collections.ConfigDict, opt_state: optax.OptState, policy_state: dict, lr: float,
+                epoch: int, val_loss: float, improved: bool, finetuning: bool) -> EpochEnd:
+    return EpochEnd(opt_state, next_learning_rate(c, lr, epoch, improved), policy_state, False, None)
+
+
+class NTASGDPolicy(EpochPolicy):
+  """AWD-LSTM's: start averaging (at the initial lr, as the reference's new ASGD optimiser) when validation is
+  worse than the best of all but the last `nonmono`; evaluate the average from then on, and keep the lr.
+  Fine-tuning (finetune.py) averages from the first step and stops at the trigger. policy_state holds the
+  validation losses the trigger reads."""
+
+  def start_finetuning(self, opt_state: optax.OptState) -> optax.OptState:
+    return start_averaging(opt_state)
+
+  def evaluation_params(self, opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+    return evaluation_params(opt_state, params)
+
+  def end_epoch(self, c: ml_collections.ConfigDict, opt_state: optax.OptState, policy_state: dict, lr: float,
+                epoch: int, val_loss: float, improved: bool, finetuning: bool) -> EpochEnd:
+    averaging, history = is_averaging(opt_state), list(policy_state.get("val_history", []))
+    stop, note = False, None
+    if not averaging or finetuning:
+      if should_start_averaging(c, history, val_loss):
+        if averaging:
+          stop, note = True, "| fine-tuning done: validation stopped improving"
+        else:
+          opt_state, lr = start_averaging(opt_state), c.lr
+          note = f"| switching to averaged SGD (lr {lr:g})"
+      history.append(val_loss)
+    if not averaging:  # as the reference: once averaging, the lr stays
+      lr = next_learning_rate(c, lr, epoch, improved)
+    return EpochEnd(opt_state, lr, {"val_history": history}, stop, note)
+
+
+class Optimizer(NamedTuple):
+  # (optim config, lr, weight decay mask) -> the update that follows the clip
+  build: Callable[[ml_collections.ConfigDict, float, DecayMask], optax.GradientTransformation]
+  policy: EpochPolicy
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask), EpochPolicy()),
+    "nt_asgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, averaged_sgd(lr), decay_mask), NTASGDPolicy()),
+    # torch.optim.Adam's weight decay, as AWD-LSTM's
+    "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask), EpochPolicy()),
+    "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
+                       EpochPolicy()),
+}
+
+
+def policy(c: ml_collections.ConfigDict) -> EpochPolicy:
+  """config.optim's optimiser's epoch policy."""
+  return OPTIMIZERS[c.name].policy
 
 
 def perplexity(mean_nll: float) -> float:

@@ -6,11 +6,11 @@ import json
 import math
 import os
 import shutil
+from typing import Callable
 
 import ml_collections
 
 from lm_jax import parallel
-from lm_jax.config import from_saved
 from lm_jax.metrics import METRICS_FILE, TENSORBOARD_DIR
 from lm_jax.errors import UserError
 
@@ -43,17 +43,24 @@ def config_differences(old: dict, new: dict) -> list[str]:
           if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES]
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
-  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed."""
-  resuming = check(workdir, config, resume, overwrite)
+# A config.json read back as the task's config, fields added since it was written at their defaults.
+SavedConfig = Callable[[dict], ml_collections.ConfigDict]
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool,
+            saved_config: SavedConfig | None = None) -> bool:
+  """Claims `workdir` for this run. Returns True if an earlier run of the same config is resumed (`saved_config`
+  reads its config.json back: needed with `resume`)."""
+  resuming = check(workdir, config, resume, overwrite, saved_config)
   claim(workdir, config, overwrite)
   return resuming
 
 
-def check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
+def check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool,
+          saved_config: SavedConfig | None) -> bool:
   """Raises UserError unless this run may use `workdir`; writes nothing. Returns True if an earlier run of
   the same config is resumed. With several processes every one checks."""
-  resuming = _check(workdir, config, resume, overwrite)
+  resuming = _check(workdir, config, resume, overwrite, saved_config)
   parallel.barrier("workdir checked")  # no process may see the config file this run is about to write
   return resuming
 
@@ -74,7 +81,8 @@ def claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> N
   parallel.barrier("workdir claimed")
 
 
-def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool) -> bool:
+def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwrite: bool,
+           saved_config: SavedConfig | None) -> bool:
   if resume and overwrite:
     raise UserError("--resume and --overwrite contradict each other; pass one of them")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -86,7 +94,7 @@ def _check(workdir: str, config: ml_collections.ConfigDict, resume: bool, overwr
     raise UserError(f"workdir {workdir!r} already holds a run; pass --resume to continue it, "
                     "--overwrite to replace it, or use another --workdir")
   with open(config_path) as f:
-    differences = config_differences(from_saved(json.load(f)).to_dict(), config.to_dict())
+    differences = config_differences(saved_config(json.load(f)).to_dict(), config.to_dict())
   if differences:
     raise UserError(f"workdir {workdir!r} holds a run of a different config ({'; '.join(differences[:3])}); "
                     "resume with the same config, or use another --workdir")

@@ -12,7 +12,8 @@ from lm_jax.data.articles import heading_starts, shuffled_articles
 from lm_jax.data.sources import corpus_from_lines, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.models.registry import model_from_config
-from lm_jax.train import Preempted, train_and_evaluate
+from lm_jax.runner import Preempted
+from lm_jax.train import train_and_evaluate
 from tests.conftest import tiny_config
 
 WIKITEXT_LIKE = [

@@ -43,6 +43,17 @@ def test_bad_config_value(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--config.tar_beta=1.0", r"config.tar_beta \(AWD-LSTM's temporal activation regulariser\) reads the model's "
+                              r"top_raw_TxBxH, which the transformer family does not provide"),
+    ("--config.model.wdrop=0.5", r"config.model.wdrop is not used by the transformer family \(it is rnn's\)"),
+])
+def test_a_transformer_with_an_rnn_only_option_is_one_line_and_leaves_no_workdir(tmp_path, flag, message):
+  result = lm_jax("train", *TINY_FLAGS, "--config.model.kind=transformer", flag, f"--workdir={tmp_path / 'w'}")
+  assert_one_line_error(result, message)
+  assert not os.path.exists(tmp_path / "w")
+
+
 def test_directory_without_splits(tmp_path):
   (tmp_path / "train.txt").write_text("a b\n")
   result = lm_jax("train", "--config=configs/default.py", f"--config.data.dir={tmp_path}", f"--workdir={tmp_path / 'w'}")

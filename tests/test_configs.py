@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from lm_jax import config as config_lib
+from lm_jax.models import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -54,3 +55,45 @@ def test_a_saved_config_with_a_field_this_version_lacks_is_one_line():
   saved["model"]["highway"] = True
   with pytest.raises(config_lib.UserError, match="does not fit this version of lm_jax"):
     config_lib.from_saved(saved)
+
+
+def _changed(value):
+  """A value of the same type as the default `value`, different from it and valid for its field."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, (int, float)):
+    return value + 1 if isinstance(value, int) else round(value / 2 + 0.25, 3)
+  return {"lstm": "gru", "uniform": "identity"}.get(value, value + "x")
+
+
+FOREIGN_FIELDS = [(kind, name) for kind, family in registry.FAMILIES.items()
+                  for name in config_lib.reference_config().model if name not in registry.family_fields(family)]
+
+
+def test_every_model_field_belongs_to_a_family_and_each_family_leaves_some_out():
+  defaults = config_lib.reference_config().model
+  assert set(defaults) == set().union(*(registry.family_fields(f) for f in registry.FAMILIES.values()))
+  assert {kind for kind, _ in FOREIGN_FIELDS} == set(registry.FAMILIES)
+  assert ("transformer", "wdrop") in FOREIGN_FIELDS and ("rnn", "nhead") in FOREIGN_FIELDS
+
+
+@pytest.mark.parametrize("kind, name", FOREIGN_FIELDS)
+def test_a_field_the_family_does_not_use_set_away_from_its_default_is_refused(kind, name):
+  config = config_lib.reference_config()
+  config.model.kind = kind
+  config_lib.validate(config)  # at its default it is harmless
+  config.model[name] = _changed(config.model[name])
+  with pytest.raises(config_lib.UserError, match=rf"^config.model.{name} is not used by the {kind} family \(it is "
+                                                  rf"\w+'s\); drop it, or pass --config.model.kind=\w+$"):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize("field, reads", [("tar_beta", "top_raw_TxBxH")])
+def test_a_regulariser_reading_an_output_the_family_lacks_is_refused(field, reads):
+  config = config_lib.reference_config()
+  config.model.kind = "transformer"
+  config[field] = 1.0
+  with pytest.raises(config_lib.UserError, match=rf"config.{field} .* reads the model's {reads}, which the transformer"):
+    config_lib.validate(config)
+  config.model.kind = "rnn"
+  config_lib.validate(config)

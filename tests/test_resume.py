@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, metrics, train as train_lib
+from lm_jax import checkpoints, metrics, runner, train as train_lib
 from lm_jax.errors import UserError
 from lm_jax.models.registry import model_from_config
 from lm_jax.train import train_and_evaluate
@@ -252,7 +252,7 @@ def test_nan_in_the_middle_of_an_epoch_stops_and_resume_gives_the_uninterrupted_
 
   monkeypatch.setattr(train_lib, "make_train_step", poisoned_make_train_step)
   workdir = str(tmp_path / "run")
-  with pytest.raises(train_lib.TrainingDiverged, match=r"training loss at epoch 1, batch 14 became nan; the last good "
+  with pytest.raises(runner.TrainingDiverged, match=r"training loss at epoch 1, batch 14 became nan; the last good "
                      r"checkpoint in .* is kept"):
     train_and_evaluate(config(), workdir)
   assert checkpoints.latest_step(workdir, checkpoints.LATEST) == 12

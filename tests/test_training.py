@@ -12,13 +12,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, metrics, optim, parallel, trained
+from lm_jax import checkpoints, lm_run, metrics, optim, parallel, train, trained
 from lm_jax.data.sources import load_corpus
 from lm_jax.metrics import METRICS_FILE
 from lm_jax.models.registry import model_from_config
 from lm_jax.errors import UserError
 from lm_jax.steps import TrainState
-from lm_jax.train import Preempted, TrainingDiverged, _Loop, train_and_evaluate
+from lm_jax.runner import Preempted, Progress, TrainingDiverged
+from lm_jax.train import train_and_evaluate
 from tests.conftest import tiny_config
 
 def latest_params(workdir: str, c) -> dict:
@@ -70,26 +71,31 @@ def test_a_run_recorded_before_newer_config_fields_existed_resumes(tmp_path):
     assert [json.loads(line)["epoch"] for line in f if "valid_loss" in line and "epoch" in line] == [1, 2]
 
 
-def test_an_epoch_stopped_after_some_windows_then_continued_is_the_epoch_in_one_call(tmp_path):
-  # train_epoch's until_window (the whole-loop benchmark's hook) ends a call early; the next call goes on.
+def test_an_epoch_trained_in_pieces_with_train_windows_is_the_epoch_in_one_call(tmp_path):
+  # train_windows over consecutive slices of the epoch's windows (the whole-loop benchmark's timing) then the
+  # rest through train_epoch equals train_epoch over the whole epoch: state, logged steps, loss sum.
   c = tiny_config(**{"model.dropout": 0.3, "log_interval": 40})  # 150 windows, logs after 40, 80, 120, 150
-  loop = _Loop(c, str(tmp_path), load_corpus(c.data, training=True), parallel.data_mesh())
+  run = lm_run.setup_run(c, str(tmp_path))
 
-  def epoch(calls: list[int | None]) -> tuple[TrainState, list[int], float]:
-    state, progress = loop.start(resuming=False)
-    loop.report.open_metrics(str(tmp_path), resumed_at=None)
+  def epoch(pieces: list[int]) -> tuple[TrainState, list[int], float]:
+    state, progress = lm_run.start(run, resuming=False)
+    run.report.open_metrics(str(tmp_path), resumed_at=None)
+    windows = lm_run.epoch_windows(run, 1)
     with parallel.StopSignal() as stop:
-      for until_window in calls:
-        state = loop.train_epoch(state, progress, stop, until_window)
-        assert progress.window == progress.step == (until_window or 150)
-    loop.report.close()
+      for until in pieces:
+        state, progress = train.train_windows(run, state, progress, windows[progress.batch:until], stop,
+                                              epoch_length=len(windows))
+        assert progress.batch == progress.step == until
+      state, progress = train.train_epoch(run, state, progress, stop)
+      assert progress.batch == progress.step == 150
+    run.report.close()
     with open(tmp_path / METRICS_FILE) as f:
       logged = [json.loads(line)["step"] for line in f]
     os.remove(tmp_path / METRICS_FILE)
     return state, logged, progress.train_loss_sum
 
-  whole, whole_logged, whole_loss_sum = epoch([None])
-  split, split_logged, split_loss_sum = epoch([55, 81, None])  # windows 41-55 and 81 are not logged at the stops
+  whole, whole_logged, whole_loss_sum = epoch([])
+  split, split_logged, split_loss_sum = epoch([55, 81])  # windows 41-55 and 81 are not logged at the stops
   jax.tree.map(np.testing.assert_array_equal, whole, split)
   assert whole_logged == split_logged == [40, 80, 120, 150]
   assert split_loss_sum == whole_loss_sum
@@ -123,13 +129,23 @@ def test_epoch_record_holds_the_mean_of_every_window_across_a_mid_interval_stop_
   assert resumed["epoch_train_loss"] == epoch["epoch_train_loss"]
 
 
+def test_progress_reads_the_metadata_of_checkpoints_written_before_its_fields_were_renamed():
+  old = {"lr": 30.0, "epochs_done": 3, "window": 17, "step": 420, "best_val_loss": 4.5, "train_loss_sum": 70.25,
+         "val_history": [5.0, 4.5, 4.75], "converged": True}
+  assert Progress.from_meta(old) == Progress(lr=30.0, epochs_done=3, batch=17, step=420, best_val_loss=4.5,
+                                             train_loss_sum=70.25, policy={"val_history": [5.0, 4.5, 4.75]},
+                                             stopped=True)
+  assert Progress.from_meta(Progress(lr=1.0, batch=3, policy={"a": [1.0]}).as_meta()) == Progress(
+      lr=1.0, batch=3, policy={"a": [1.0]})
+
+
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   monkeypatch.setattr(optim, "next_learning_rate", lambda *args: math.nan)  # poison epoch 2
   with pytest.raises(TrainingDiverged, match=r"training loss at epoch 2, batch \d+ became (nan|inf).*lower --config.optim.lr"):
     train_and_evaluate(tiny_config(epochs=3), workdir)
   meta = checkpoints.restore_meta(workdir, checkpoints.LATEST)
-  assert (meta["epochs_done"], meta["window"]) == (1, 0)  # the end of epoch 1, nothing of epoch 2
+  assert (meta["epochs_done"], meta["batch"]) == (1, 0)  # the end of epoch 1, nothing of epoch 2
   kept = latest_params(workdir, tiny_config())
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
 

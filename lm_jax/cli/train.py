@@ -36,7 +36,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this
 
 def main(argv: list[str]) -> None:
   from lm_jax import parallel  # After flag parsing, so --help stays fast.
-  from lm_jax.train import Preempted, train_and_evaluate
+  from lm_jax.runner import Preempted
+  from lm_jax.train import train_and_evaluate
 
   cluster = {"coordinator_address": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
              "process_id": _PROCESS_ID.value}

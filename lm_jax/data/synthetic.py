@@ -19,10 +19,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-from typing import Iterator
 
 import numpy as np
 
+from lm_jax.data.markov import stationary_contexts
+from lm_jax.data.spelling import spell_words
 from lm_jax.errors import UserError
 
 _SPLIT_NAMES = ("train", "valid", "test")
@@ -36,11 +37,7 @@ _SUCCESSOR_POOL = 8  # classes that may follow a given class, whatever came befo
 _MEAN_SENTENCE_WORDS = 15.0
 _MAX_END_PROB = 0.9
 _CALIBRATION_STEPS = 40  # bisection halvings of the END scale's log range
-_STATIONARY_TOLERANCE = 1e-13  # L1 change per power-iteration step
-_MAX_POWER_STEPS = 100_000
 
-_CONSONANTS = "bdfgklmnprstvz"
-_VOWELS = "aeiou"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +141,7 @@ def _build_source(seed: int, vocab_size: int, num_classes: int) -> _Source:
     word_freq[words] = class_freq[c] * probs
   return _Source(num_classes=num_classes, next_class_probs=next_class_probs,
                  context_probs=context_probs, class_words=class_words,
-                 emission_probs=emission_probs, words=_spell_words(rng, word_freq))
+                 emission_probs=emission_probs, words=spell_words(rng, word_freq))
 
 
 def _class_sizes(rng: np.random.Generator, vocab_size: int, num_classes: int) -> np.ndarray:
@@ -211,7 +208,7 @@ def _calibrate_sentence_length(class_probs: np.ndarray, end_weights: np.ndarray,
   for _ in range(_CALIBRATION_STEPS):
     mid = (low + high) / 2
     next_class_probs = _with_end(class_probs, end_weights, np.exp(mid))
-    context_probs = _stationary_contexts(next_class_probs)
+    context_probs = stationary_contexts(next_class_probs)
     end_freq = context_probs[:, -1].sum()
     if 1.0 / end_freq - 1.0 > _MEAN_SENTENCE_WORDS:
       low = mid
@@ -225,44 +222,6 @@ def _with_end(class_probs: np.ndarray, end_weights: np.ndarray, scale: float) ->
   probs = class_probs * (1.0 - end_prob)[..., None]
   probs[..., -1] = end_prob
   return probs
-
-
-def _stationary_contexts(next_class_probs: np.ndarray) -> np.ndarray:
-  """Stationary distribution over (c_{t-2}, c_{t-1}) of the chain (a, b) -> (b, c).
-
-  Power iteration on the lazy chain (stay put half the time): same stationary
-  distribution, never periodic, and O(C^3) per step where a dense solve over
-  (C+1)^2 contexts would be O(C^6).
-  """
-  n = next_class_probs.shape[0]
-  probs = np.full((n, n), 1.0 / n**2)
-  for _ in range(_MAX_POWER_STEPS):
-    stepped = 0.5 * (probs + np.einsum("ab,abc->bc", probs, next_class_probs))
-    change = np.abs(stepped - probs).sum()
-    probs = stepped
-    if change < _STATIONARY_TOLERANCE:
-      break
-  return probs / probs.sum()
-
-
-def _spell_words(rng: np.random.Generator, word_freq: np.ndarray) -> list[str]:
-  """Pronounceable pseudo-words, shortest for the most frequent, as in real language."""
-  syllables = [c + v for c in _CONSONANTS for v in _VOWELS]
-  spellings = list(itertools.islice(_words_by_length(syllables), len(word_freq)))
-  lengths = np.array([len(s) for s in spellings])
-  # Shuffle within each length so frequent words are not just alphabetical.
-  order = np.lexsort((rng.random(len(spellings)), lengths))
-  by_frequency = np.argsort(-word_freq, kind="stable")
-  words = [""] * len(word_freq)
-  for word_id, spelling_id in zip(by_frequency, order):
-    words[word_id] = spellings[spelling_id]
-  return words
-
-
-def _words_by_length(syllables: list[str]) -> Iterator[str]:
-  for length in itertools.count(1):
-    for parts in itertools.product(syllables, repeat=length):
-      yield "".join(parts)
 
 
 # --- Sampling ---------------------------------------------------------------

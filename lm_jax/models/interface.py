@@ -43,12 +43,15 @@ class LanguageModel(abc.ABC):
   # The name in params of the [V, E] input embedding matrix (row i: word i), which pretrained vectors fill,
   # freeze_embeddings freezes and lm-jax-embeddings reads.
   embedding_param: ClassVar[str]
+  # The names `features` puts in ModelOutput.aux: what regularisers (lm_jax/loss.py REGULARISERS) may read.
+  aux_outputs: ClassVar[frozenset[str]] = frozenset()
   vocab_size: int
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int) -> LanguageModel:
-    """The model config.model describes; the config's fields that are not this family's are ignored, and a
-    field the config lacks (a checkpoint's config written before the field existed) keeps its default."""
+    """The model config.model describes (config validation refuses a field of another family set away from its
+    default); a field the config lacks (a checkpoint's config written before the field existed) keeps its
+    default."""
     names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size" and f.name in model_config]
     return cls(vocab_size=vocab_size, **{name: model_config[name] for name in names})
 

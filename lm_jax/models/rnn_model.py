@@ -154,6 +154,7 @@ class RNNModel(LanguageModel):
 
   kind = "rnn"
   embedding_param = "embedding"
+  aux_outputs = frozenset({"top_raw_TxBxH"})
 
   vocab_size: int
   cell: str = "lstm"
