@@ -22,9 +22,12 @@ demo: install
 	@echo "| a sample from the trained model:"
 	$(BIN)/lm-jax-generate --workdir=$(DEMO_DIR) --words=60 --temperature=0.8
 
-## Create the environment with test extras and run the tests.
+## Create the environment with test extras and run the tests, TEST_WORKERS processes at a time (pytest-xdist;
+## a test file's tests stay in one process, so they share its module fixtures). The tests that compare with
+## PyTorch skip without it (`.venv/bin/pip install torch` first to run them, as .ci/run does).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 clean:
 	rm -rf $(VENV) runs

@@ -91,26 +91,6 @@ def tiny():
   return tiny_config
 
 
-# .ci/run's first pass runs without torch and lists here what skipped for want of it; its second pass, with
-# torch installed, runs exactly those.
-TORCH_SKIPS = os.environ.get("LM_JAX_TORCH_SKIPS")
-
-
-def _record_torch_skip(report) -> None:
-  if TORCH_SKIPS and report.skipped and "torch" in str(report.longrepr).lower():
-    with open(TORCH_SKIPS, "a") as f:
-      f.write(report.nodeid + "\n")
-
-
-def pytest_runtest_logreport(report) -> None:
-  if report.when == "setup" or report.when == "call":
-    _record_torch_skip(report)
-
-
-def pytest_collectreport(report) -> None:
-  _record_torch_skip(report)
-
-
 def pytest_sessionfinish(session, exitstatus) -> None:
   if _OWN_CACHE:
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
