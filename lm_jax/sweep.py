@@ -1,5 +1,6 @@
 """Sweeps, planned: a config file and the fields to vary (a grid: every combination; zipped lists: their
-i-th values together), each run an ordinary lm-jax-train run in a workdir of its own under the sweep's.
+i-th values together), each run an ordinary run of the task's command (lm_jax/tasks.py; lm-jax-train for
+language models) in a workdir of its own under the sweep's.
 The plan is recorded in `<workdir>/sweep.json`; everything is checked before anything is written.
 
 Syntax: `--grid='model.cell=lstm,gru;model.nlayers=1,2'` (4 runs), `--zip='model.emsize=200,650;model.nhid=200,650'`
@@ -18,7 +19,7 @@ import json
 import os
 import re
 
-from lm_jax import config as config_lib, config_file
+from lm_jax import config_file, tasks
 from lm_jax.errors import UserError
 from lm_jax.workdir import write_atomically
 
@@ -42,6 +43,7 @@ class Sweep:
   grid: Fields                              # every combination of these fields' values
   zipped: Fields                            # these fields' i-th values together, all lists of one length
   fixed: tuple[tuple[str, str], ...] = ()   # (field, value) for every run
+  task: str = "lm"                          # lm_jax/tasks.py: whose command runs each run
 
   @property
   def varied_fields(self) -> list[str]:
@@ -58,17 +60,18 @@ class Sweep:
     return [f"--config.{field}={'' if value == EMPTY else value}" for field, value in self.fixed + run.varied]
 
   def train_args(self, run: Run, workdir: str) -> list[str]:
-    """lm-jax-train's arguments for `run` of this sweep in `workdir`: resumable, so a command run twice continues."""
+    """The task command's arguments for `run` of this sweep in `workdir`: resumable, so a command run twice
+    continues."""
     return [f"--config={self.config}", *self.overrides(run), f"--workdir={os.path.join(workdir, run.name)}",
             "--resume"]
 
   def flags(self) -> dict[str, str]:
     """The sweep as the lm-jax-sweep flags that plan it."""
     return {"config": self.config, "grid": _fields_text(self.grid), "zip": _fields_text(self.zipped),
-            "set": ";".join(f"{field}={value}" for field, value in self.fixed)}
+            "set": ";".join(f"{field}={value}" for field, value in self.fixed), "task": self.task}
 
   def to_json(self) -> str:
-    return json.dumps({"config": self.config, "grid": dict(self.grid), "zip": dict(self.zipped),
+    return json.dumps({"config": self.config, "task": self.task, "grid": dict(self.grid), "zip": dict(self.zipped),
                        "set": dict(self.fixed),
                        "runs": [{"name": run.name, "varied": dict(run.varied)} for run in self.runs()]}, indent=2)
 
@@ -76,20 +79,23 @@ class Sweep:
   def from_json(cls, text: str) -> Sweep:
     held = json.loads(text)
     as_fields = lambda d: tuple((field, tuple(values)) for field, values in d.items())
-    return cls(held["config"], as_fields(held["grid"]), as_fields(held["zip"]), tuple(held["set"].items()))
+    # A manifest written before sweeps had tasks is a language-model sweep.
+    return cls(held["config"], as_fields(held["grid"]), as_fields(held["zip"]), tuple(held["set"].items()),
+               held.get("task", "lm"))
 
 
-def plan(config: str, grid: str = "", zipped: str = "", fixed: str = "") -> Sweep:
+def plan(config: str, grid: str = "", zipped: str = "", fixed: str = "", task: str = "lm") -> Sweep:
   """The sweep of `config` over the --grid, --zip and --set texts, every run's config loaded and validated as
-  lm-jax-train would. Raises UserError naming the flag, the field or the run at fault; writes nothing."""
+  the task's command would. Raises UserError naming the flag, the field or the run at fault; writes nothing."""
+  command = tasks.task(task)
   config_file_part, colon, argument = config.partition(":")
   sweep = Sweep(os.path.normpath(config_file_part) + colon + argument, _parse_fields(grid, "grid"),
-                _parse_fields(zipped, "zip"), _parse_fixed(fixed))
+                _parse_fields(zipped, "zip"), _parse_fixed(fixed), task)
   for field, values in sweep.grid:
     if len(set(values)) < len(values):
       raise UserError(f"--grid: {field} lists a value twice ({','.join(values)}); list each value once")
   if not sweep.varied_fields:
-    raise UserError(f"nothing to sweep: pass --grid or --zip ({EXAMPLE}); a single run is lm-jax-train's")
+    raise UserError(f"nothing to sweep: pass --grid or --zip ({EXAMPLE}); a single run is {command.script}'s")
   lengths = {field: len(values) for field, values in sweep.zipped}
   if len(set(lengths.values())) > 1:
     raise UserError(f"--zip lists have different lengths ({', '.join(f'{f}: {n}' for f, n in lengths.items())}); "
@@ -103,7 +109,7 @@ def plan(config: str, grid: str = "", zipped: str = "", fixed: str = "") -> Swee
                     "file name cannot hold count as one)")
   for run in runs:
     try:
-      config_lib.validate(config_file.load(sweep.config, sweep.overrides(run)))
+      command.validate(config_file.load(sweep.config, sweep.overrides(run)))
     except UserError as e:
       raise UserError(f"run {run.name}: {e}") from None
   return sweep

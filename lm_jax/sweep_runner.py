@@ -16,14 +16,13 @@ import sys
 import time
 from typing import Callable
 
-from lm_jax import metrics
+from lm_jax import metrics, tasks
 from lm_jax.errors import UserError
 from lm_jax.sweep import Run, Sweep
 from lm_jax.workdir import write_atomically
 
 LOG_FILE = "train.log"
 STATUS_FILE = "run_status.json"  # how the run's last process ended, for the report
-TRAIN_COMMAND = [sys.executable, "-m", "lm_jax.cli.train"]
 POLL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -114,7 +113,7 @@ def _start(sweep: Sweep, run: Run, workdir: str, cores: frozenset[int] | None) -
   os.makedirs(run_dir, exist_ok=True)
   if os.path.exists(os.path.join(run_dir, STATUS_FILE)):
     os.remove(os.path.join(run_dir, STATUS_FILE))  # ran again: how it ended before no longer holds
-  command = TRAIN_COMMAND + sweep.train_args(run, workdir)
+  command = [sys.executable, "-m", tasks.task(sweep.task).module, *sweep.train_args(run, workdir)]
   with open(os.path.join(run_dir, LOG_FILE), "a") as log:  # a resumed run's log follows the earlier one's
     log.write(f"| lm-jax-sweep, {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
     log.flush()

@@ -152,7 +152,8 @@ def console_script(command: str) -> str:
     ("generate", ["--workdir", "--words", "--temperature", "--top_k", "--prompt", "--seed", "--output",
                   "--num_samples"]),
     ("import", ["--checkpoint", "--data_dir", "--workdir", "--cell", "--nhead", "--[no]overwrite"]),
-    ("sweep", ["--config", "--grid", "--zip", "--set", "--workdir", "--parallel", "--[no]print_commands", "--report"]),
+    ("sweep", ["--config", "--grid", "--zip", "--set", "--task", "--workdir", "--parallel", "--[no]print_commands",
+               "--report"]),
 ])
 def test_help_lists_the_commands_own_flags(command, own_flags):
   result = subprocess.run([console_script(command), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)

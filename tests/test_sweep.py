@@ -257,6 +257,16 @@ def test_bad_sweep_is_one_user_error(grid, zipped, fixed, message):
     plan(grid, zipped, fixed)
 
 
+def test_an_unknown_task_is_one_user_error_and_a_manifest_without_a_task_is_a_language_model_sweep():
+  with pytest.raises(UserError, match=r"^unknown task 'speech'; pass --task= one of lm$"):
+    sweep_lib.plan("configs/quickstart.py", "model.cell=lstm,gru", task="speech")
+  sweep = plan("model.cell=lstm,gru")
+  held = json.loads(sweep.to_json())
+  assert held["task"] == "lm"
+  del held["task"]  # as lm_jax wrote sweep.json before sweeps had tasks
+  assert sweep_lib.Sweep.from_json(json.dumps(held)) == sweep
+
+
 def test_bad_grid_on_the_command_line_is_one_line_and_writes_nothing(tmp_path, env):
   workdir = tmp_path / "sweep"
   assert_one_line_error(lm_jax_sweep("--config=configs/quickstart.py", "--grid=model.cell:lstm,gru",

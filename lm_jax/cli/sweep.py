@@ -32,6 +32,7 @@ _GRID = flags.DEFINE_string("grid", "", "Fields to vary over every combination: 
 _ZIP = flags.DEFINE_string("zip", "", "Fields to vary together, lists of one length: "
                            "'model.emsize=200,650;model.nhid=200,650' (with --grid: each row with every combination).")
 _SET = flags.DEFINE_string("set", "", "Fields set for every run: 'epochs=6;data.dir=path'.")
+_TASK = flags.DEFINE_string("task", "lm", "Whose runs: 'lm' (lm-jax-train; lm_jax/tasks.py lists the tasks).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory: sweep.json, one workdir per run, the report.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once on this machine, the CPU cores split between them.")
 _PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Record the sweep in --workdir and print one lm-jax-train "
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> None:
 def report() -> None:
   from lm_jax import sweep_report
 
-  given = [f"--{name}" for name in ("config", "grid", "zip", "set", "workdir", "parallel", "print_commands")
+  given = [f"--{name}" for name in ("config", "grid", "zip", "set", "task", "workdir", "parallel", "print_commands")
            if flags.FLAGS[name].present]
   if given:
     raise UserError(f"--report reads the sweep recorded in its directory; pass it without {', '.join(given)}")
@@ -61,16 +62,16 @@ def report() -> None:
 
 
 def plan_and_run(prog: str) -> None:
-  from lm_jax import sweep as sweep_lib, sweep_runner
+  from lm_jax import sweep as sweep_lib, sweep_runner, tasks
 
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise UserError("pass --config and --workdir to run a sweep, or --report=DIR to report on one")
-  sweep = sweep_lib.plan(_CONFIG.value, _GRID.value, _ZIP.value, _SET.value)
+  sweep = sweep_lib.plan(_CONFIG.value, _GRID.value, _ZIP.value, _SET.value, _TASK.value)
   slots = sweep_runner.cpu_slots(_PARALLEL.value)
   sweep_lib.claim(sweep, _WORKDIR.value)
   if _PRINT_COMMANDS.value:
     for run in sweep.runs():
-      print(shlex.join(["lm-jax-train", *sweep.train_args(run, _WORKDIR.value)]))
+      print(shlex.join([tasks.task(sweep.task).script, *sweep.train_args(run, _WORKDIR.value)]))
     return
   outcomes = sweep_runner.run_sweep(sweep, _WORKDIR.value, slots)
   counts = collections.Counter(o.state for o in outcomes)
