@@ -114,6 +114,8 @@ def test_max_pool_over_groups_of_real_steps():
 def test_a_row_without_real_tokens_has_finite_gradients():
   """A filler row (mask all False) pools to 0 and leaves the other rows' gradients finite."""
   mask_BxT = np.array([[True, True, False], [False, False, False]])
+  pooled = jax.jit(lambda x: jnp.stack([masked_max(x, mask_BxT), masked_mean(x, mask_BxT)]))(jnp.ones((2, 3, 2)))
+  np.testing.assert_array_equal(pooled, [[[1, 1], [0, 0]], [[1, 1], [0, 0]]])
   grad = jax.jit(jax.grad(lambda x: jnp.sum(masked_max(x, mask_BxT)) + jnp.sum(masked_mean(x, mask_BxT))))(
       jnp.ones((2, 3, 2)))
   np.testing.assert_array_equal(grad[1], 0.0)
@@ -121,6 +123,28 @@ def test_a_row_without_real_tokens_has_finite_gradients():
 
 
 # ---- Kim's CNN
+
+
+def test_cnn_pools_each_filter_over_the_sentences_own_windows():
+  """Against float64 NumPy: each unpadded sentence with w - 1 zero rows on each side, every window, max, + b, ReLU.
+  Positive vectors, negative filters and positive biases make every real window negative, so a window of
+  padding alone (value b) would win the max if it were counted."""
+  model = build("cnn", emsize=3, filter_widths=(2, 5), filter_maps=3)
+  rng = np.random.default_rng(11)
+  params = {**model.init_params(0), "embedding": jnp.asarray(rng.uniform(0.1, 1.0, (V, 3)), jnp.float32)}
+  for i, width in enumerate(model.filter_widths):
+    params[f"conv_{i}_weight"] = jnp.asarray(rng.uniform(-1.0, -0.1, (width, 3, 3)), jnp.float32)
+    params[f"conv_{i}_bias"] = jnp.asarray(rng.uniform(0.5, 1.0, 3), jnp.float32)
+  tokens_BxT, mask_BxT, _ = batch(steps=9)
+  features = jax.jit(lambda p: model.features(p, model.embed(p, tokens_BxT, mask_BxT), mask_BxT))(params)
+  as64 = lambda name: np.asarray(params[name], np.float64)
+  for row, (tokens, mask) in enumerate(zip(tokens_BxT, mask_BxT)):
+    expected = []
+    for i, width in enumerate(model.filter_widths):
+      x = np.pad(as64("embedding")[tokens[mask]], ((width - 1, width - 1), (0, 0)))
+      windows = [sum(x[t + k] @ as64(f"conv_{i}_weight")[k] for k in range(width)) for t in range(len(x) - width + 1)]
+      expected.append(np.maximum(np.max(windows, axis=0) + as64(f"conv_{i}_bias"), 0.0))
+    np.testing.assert_allclose(features[row], np.concatenate(expected), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("embeddings, train", [("rand", True), ("multichannel", False)])
