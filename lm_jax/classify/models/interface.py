@@ -200,7 +200,8 @@ class Classifier(abc.ABC):
     the match (its `coverage` line is what a run prints)."""
     params, matched = pretrained.load_into(self, params, vocab_words, path)
     if self.channels == 2:
-      params = {**params, self.static_channel_param: params[self.embedding_param]}
+      # A copy: one buffer under two names could not be donated to a train step.
+      params = {**params, self.static_channel_param: np.array(params[self.embedding_param])}
     return params, matched
 
   def frozen_params(self) -> tuple[str, ...]:

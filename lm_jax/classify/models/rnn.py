@@ -64,7 +64,7 @@ class RNNClassifier(Classifier):
   def describe_features(self) -> str:
     bias = "" if self.bias else ", no bias"
     readout = f"flatten {self.max_len} steps" if self.readout == "flatten" else self.readout
-    return f"{self.kind} {self.cell} {self.nlayers}x{self.nhid}{bias}, {readout} readout"
+    return f"{self.cell} {self.nlayers}x{self.nhid}{bias}, {readout} readout"
 
   # The recurrence's input and length; cnn_rnn.py puts a convolution and pooling in front.
   @property
