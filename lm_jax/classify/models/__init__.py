@@ -1,0 +1,6 @@
+"""Classifier families (config.model.kind): Kim's CNN, the recurrent and the CNN -> RNN classifiers."""
+
+from lm_jax.classify.models.interface import Classifier
+from lm_jax.classify.models.registry import FAMILIES, default_model_config, model_from_config, validate
+
+__all__ = ["Classifier", "FAMILIES", "default_model_config", "model_from_config", "validate"]
