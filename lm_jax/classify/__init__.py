@@ -1,0 +1,1 @@
+"""Text classification: labelled corpora and their batches (data/), classifier families, and their training."""
