@@ -47,19 +47,22 @@ def fits(model: LanguageModel, params: Params, reference: str) -> bool:
   converter = CONVERTERS[reference]
   if converter.KIND != model.kind:
     return False
-  expected = converter.reference_layout(model)
-  exported = converter.export_state_dict(model, params)
-  return all(exported[name].shape == shape for name, (_, shape) in expected.items())
+  try:
+    exported = converter.export_state_dict(model, params)
+  except UserError:  # a model the reference cannot build (awd-lstm-lm's plain RNN)
+    return False
+  return all(exported[name].shape == shape for name, (_, shape) in converter.reference_layout(model).items())
 
 
 def reference_of(model: LanguageModel, params: Params, reference: str | None = None) -> str:
-  """`reference` if it holds the model, else the first reference that does; a UserError if none (or not it)."""
+  """`reference` (default: the first whose model holds `model`), checked to hold it; else a UserError."""
   fitting = [name for name in CONVERTERS if fits(model, params, name)]
   if reference is None and fitting:
     return fitting[0]
   if reference not in fitting:
-    raise UserError(f"a {model.describe()} model does not export to {reference!r}; use one of "
-                    f"{', '.join(fitting) or 'none: no reference holds it'}")
+    instead = f"use one of {', '.join(fitting)}" if fitting else "no reference model holds it"
+    target = repr(reference) if reference else "any reference"
+    raise UserError(f"a {model.describe()} model does not export to {target}; {instead}")
   return reference
 
 

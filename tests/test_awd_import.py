@@ -145,7 +145,7 @@ def test_the_eval_time_duplicate_weight_is_checked_and_left_out():
       "(each weight 0 or scaled by 1/(1-p)); import a model saved by awd-lstm-lm's main.py")
 
 
-def test_qrnn_models_and_tail_clusters_are_refused_in_one_line(tmp_path):
+def test_qrnn_models_tail_clusters_and_other_lists_are_refused_in_one_line(tmp_path):
   qrnn = reference_model("QRNN")
   with awd.importable_as_awd_lstm_lm():
     torch.save([qrnn, awd.SplitCrossEntropyLoss(EMSIZE, []), torch.optim.SGD(qrnn.parameters(), lr=1)],
@@ -167,6 +167,12 @@ def test_qrnn_models_and_tail_clusters_are_refused_in_one_line(tmp_path):
       "the file's criterion is a SplitCrossEntropyLoss with 2 tail clusters (splits at 16, 30: main.py's choice above "
       "75,000 words), a two-level softmax lm_jax does not model; lm_jax imports awd-lstm-lm models scored by the full "
       "softmax")
+
+  with awd.importable_as_awd_lstm_lm():
+    torch.save([model, criterion], tmp_path / "pair.pt")
+  assert user_error(convert.read_torch_file, str(tmp_path / "pair.pt")) == (
+      "the file holds [model.RNNModel, splitcross.SplitCrossEntropyLoss], not the [model, criterion, optimizer] "
+      "awd-lstm-lm's main.py saves; import a file its main.py wrote")
 
 
 @pytest.fixture()
@@ -220,6 +226,9 @@ def test_export_refuses_a_reference_that_cannot_hold_the_model():
   assert convert.reference_of(model, params) == "awd-lstm-lm"
   assert user_error(convert.export_state_dict, model, params, "word_language_model") == (
       "a lstm 14/14/10 (emsize 10, tied) model does not export to 'word_language_model'; use one of awd-lstm-lm")
+  plain = dataclasses.replace(model, cell="rnn_tanh")  # awd-lstm-lm has no plain RNN, word_language_model no 14/14/10
+  assert user_error(convert.export_state_dict, plain, plain.init_params(0)) == (
+      "a rnn_tanh 14/14/10 (emsize 10, tied) model does not export to any reference; no reference model holds it")
 
 
 def test_export_without_torch_says_it_needs_it(monkeypatch):

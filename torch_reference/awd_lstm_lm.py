@@ -81,8 +81,8 @@ class RNNModel(nn.Module):
                dropouth: float = 0.5, dropouti: float = 0.5, dropoute: float = 0.1, wdrop: float = 0.0,
                tie_weights: bool = False):
     super().__init__()
-    self.lockdrop, self.idrop, self.hdrop, self.drop = LockedDropout(), nn.Dropout(dropouti), nn.Dropout(dropouth), \
-        nn.Dropout(dropout)
+    self.lockdrop = LockedDropout()
+    self.idrop, self.hdrop, self.drop = nn.Dropout(dropouti), nn.Dropout(dropouth), nn.Dropout(dropout)  # unused there too
     self.encoder = nn.Embedding(ntoken, ninp)
     last = ninp if tie_weights or rnn_type == "GRU" else nhid  # model.py's GRU ends at ninp units, tied or not
     sizes = [last if k == nlayers - 1 else nhid for k in range(nlayers)]

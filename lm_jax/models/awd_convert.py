@@ -156,6 +156,9 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
 
 def export_state_dict(model: RNNModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters -> an awd-lstm-lm state_dict, as C-ordered numpy arrays."""
+  if model.cell not in CELL_BY_GATES.values():
+    raise UserError(f"awd-lstm-lm's RNNModel has LSTM and GRU layers, not {model.cell.upper()}; export to "
+                    "word_language_model")
   return layout.state_dict_from(params, reference_layout(model), _transposed)
 
 
@@ -184,9 +187,10 @@ def read_pickled(saved: Any, to_numpy: Callable[[Any], np.ndarray]) -> PickledRu
   if _is_model(saved):
     (model, criterion, optimizer), source = (saved, None, None), "finetune.py's pickled model"
   elif isinstance(saved, (list, tuple)) and saved and _is_model(saved[0]):
-    if len(saved) != 3:
-      raise UserError(f"the file holds a list of {len(saved)} objects, not the [model, criterion, optimizer] "
-                      "awd-lstm-lm's main.py saves; import a file its main.py wrote")
+    classes = [getattr(part, "pickled_class", type(part).__name__) for part in saved]
+    if len(saved) != 3 or classes[1] != "splitcross.SplitCrossEntropyLoss" or classes[2] not in OPTIMIZERS:
+      raise UserError(f"the file holds [{', '.join(classes)}], not the [model, criterion, optimizer] awd-lstm-lm's "
+                      "main.py saves; import a file its main.py wrote")
     (model, criterion, optimizer), source = saved, "main.py's [model, criterion, optimizer]"
   else:
     return None
