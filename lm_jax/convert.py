@@ -1,13 +1,16 @@
 """Conversion between PyTorch checkpoints and lm_jax models, through the converter registry: one module per
-reference model (CONVERTERS: word_language_model's RNNModel, awd-lstm-lm's RNNModel) that knows its
-state_dict and the lm_jax family (KIND) it maps to. The conversion works on numpy arrays of any dtype and needs no torch; only
-`read_torch_checkpoint` and `to_torch` import it, lazily.
+reference model (CONVERTERS: word_language_model's RNNModel and TransformerModel, awd-lstm-lm's RNNModel) that
+knows its state_dict and the lm_jax family (KIND) it maps to. The conversion works on numpy arrays of any dtype and
+needs no torch; only reading and writing torch files (`read_torch_file`, `to_torch`, `save_torch`) imports it,
+lazily. lm-jax-import and lm-jax-export are its commands (docs/fidelity.md, docs/awd.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -18,7 +21,9 @@ from lm_jax.models import awd_convert, rnn_convert, transformer_convert
 from lm_jax.models.interface import LanguageModel, Params
 
 # reference -> the module converting its state_dicts: KIND (the lm_jax family), REFERENCE_CLASS, missing,
-# import_state_dict, export_state_dict. The first of a kind is what its models export to by default.
+# reference_layout, import_state_dict, export_state_dict, and optionally constructor_call (the reference's code
+# that builds the model a state_dict loads into). The first of a kind that holds a model is what it exports to by
+# default.
 CONVERTERS = {"word_language_model": rnn_convert, "awd-lstm-lm": awd_convert,
               "word_language_model-transformer": transformer_convert}
 
@@ -36,41 +41,101 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
                   "reference's main.py")
 
 
+def fits(model: LanguageModel, params: Params, reference: str) -> bool:
+  """Whether `reference`'s model holds `model`: its family, and a layout that takes every parameter at its shape
+  (word_language_model's one-size layers do not take AWD-LSTM's last, smaller one)."""
+  converter = CONVERTERS[reference]
+  if converter.KIND != model.kind:
+    return False
+  try:
+    exported = converter.export_state_dict(model, params)
+  except UserError:  # a model the reference cannot build (awd-lstm-lm's plain RNN)
+    return False
+  return all(exported[name].shape == shape for name, (_, shape) in converter.reference_layout(model).items())
+
+
+def reference_of(model: LanguageModel, params: Params, reference: str | None = None) -> str:
+  """`reference` (default: the first whose model holds `model`), checked to hold it; else a UserError."""
+  fitting = [name for name in CONVERTERS if fits(model, params, name)]
+  if reference is None and fitting:
+    return fitting[0]
+  if reference not in fitting:
+    instead = f"use one of {', '.join(fitting)}" if fitting else "no reference model holds it"
+    target = repr(reference) if reference else "any reference"
+    raise UserError(f"a {model.describe()} model does not export to {target}; {instead}")
+  return reference
+
+
 def export_state_dict(model: LanguageModel, params: Params, reference: str | None = None) -> dict[str, np.ndarray]:
-  """lm_jax parameters of `model` -> `reference`'s state_dict (default: the first for its family), as
+  """lm_jax parameters of `model` -> `reference`'s state_dict (default: the first that holds the model), as
   C-ordered numpy arrays."""
-  if reference is None:
-    reference = next(name for name, converter in CONVERTERS.items() if converter.KIND == model.kind)
-  if reference not in CONVERTERS or CONVERTERS[reference].KIND != model.kind:
-    raise UserError(f"a {model.kind} model does not export to {reference!r}; use one of "
-                    f"{', '.join(n for n, c in CONVERTERS.items() if c.KIND == model.kind)}")
-  return CONVERTERS[reference].export_state_dict(model, params)
+  return CONVERTERS[reference_of(model, params, reference)].export_state_dict(model, params)
+
+
+def load_instructions(model: LanguageModel, reference: str, path: str) -> str:
+  """How the reference's code loads an exported state_dict: its model built with the matching arguments where
+  the converter knows them (awd-lstm-lm), else as the user built it."""
+  constructor_call = getattr(CONVERTERS[reference], "constructor_call", None)
+  build = f"m = {constructor_call(model)}; " if constructor_call else ""
+  return f"{build}{'m' if build else 'model'}.load_state_dict(torch.load({path!r}))"
 
 
 def to_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """numpy state_dict -> torch tensors, ready for the reference's `model.load_state_dict`."""
-  import torch  # Optional: only this and reading checkpoints need it.
-
+  torch = require_torch("writing a PyTorch checkpoint")
   return {name: torch.from_numpy(np.array(array, order="C")) for name, array in state_dict.items()}
 
 
+def save_torch(state_dict: Mapping[str, np.ndarray], path: str) -> None:
+  """`torch.save` of the state_dict as torch tensors, written whole or not at all."""
+  torch = require_torch("writing a PyTorch checkpoint")
+  buffer = io.BytesIO()
+  torch.save(to_torch(state_dict), buffer)
+  workdir_lib.write_atomically(path, buffer.getvalue())
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchFile:
+  """What a torch file gives an import: the state_dict (float32 numpy), the model's settings the file records
+  beyond its tensors (awd-lstm-lm's dropout rates), and, where it holds more than one set of weights, which
+  was taken."""
+  state_dict: dict[str, np.ndarray]
+  model_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+  weights: str = ""
+
+
 def read_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
-  """The state_dict in a torch.save file (of a state_dict, or of a whole model as the reference saves
-  by default, read by lm_jax.torch_pickle without the reference's source), as float32 numpy arrays."""
-  try:
-    import torch  # Optional: `pip install 'lm_jax[torch]'`.
-  except ImportError:
-    raise UserError("reading a PyTorch checkpoint needs torch; install it with "
-                    "`pip install 'lm_jax[torch]'`") from None
+  """The state_dict in a torch.save file, as float32 numpy arrays (read_torch_file)."""
+  return read_torch_file(path).state_dict
+
+
+def read_torch_file(path: str) -> TorchFile:
+  """A torch.save file of a state_dict, of a whole model as the reference saves by default, or of awd-lstm-lm's
+  main.py `[model, criterion, optimizer]`; pickles are read by lm_jax.torch_pickle without the reference's
+  source."""
+  torch = require_torch("reading a PyTorch checkpoint")
   if not os.path.isfile(path):
     raise UserError(f"checkpoint {path!r} does not exist; pass the file the reference's --save wrote")
   saved = _torch_load(torch, path)
+  to_numpy: Callable[[Any], np.ndarray] = lambda t: t.detach().cpu().float().numpy()
+  pickled_run = awd_convert.read_pickled(saved, to_numpy)
+  if pickled_run is not None:
+    return TorchFile(*pickled_run)
   if isinstance(saved, torch_pickle.PickledModule):
     saved = torch_pickle.state_dict(saved)
   if not isinstance(saved, Mapping) or not all(isinstance(t, torch.Tensor) for t in saved.values()):
     raise UserError(f"{path} holds a {type(saved).__name__}, not a state_dict or model; save one in PyTorch "
                     "with `torch.save(model.state_dict(), path)`")
-  return {name: t.detach().cpu().float().numpy() for name, t in saved.items()}
+  return TorchFile({name: to_numpy(t) for name, t in saved.items()})
+
+
+def require_torch(purpose: str) -> Any:
+  """torch, or a UserError naming `purpose` and the install command."""
+  try:
+    import torch  # Optional: `pip install 'lm_jax[torch]'`.
+  except ImportError:
+    raise UserError(f"{purpose} needs torch; install it with `pip install 'lm_jax[torch]'`") from None
+  return torch
 
 
 def _torch_load(torch: Any, path: str) -> Any:
@@ -79,12 +144,15 @@ def _torch_load(torch: Any, path: str) -> Any:
   except Exception:  # Any failure here may just mean a whole pickled model: try that next.
     pass
   try:
-    # A whole model: only the reference's classes are resolved, as attribute holders; no code runs.
+    # A whole model: only the references' classes are resolved, as attribute holders; no code runs.
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=torch_pickle)
   except torch_pickle.RefusedGlobal as e:
-    raise UserError(f"{path} refers to {e.name}, which no word_language_model model holds, so it was not "
-                    "loaded (nothing in it ran); import a model saved by the reference's main.py, or save the "
-                    "weights with `torch.save(model.state_dict(), path)` and import that") from None
+    if e.name.startswith(f"{awd_convert.QRNN_MODULE}."):
+      raise UserError(f"{path} holds a QRNN model ({e.name}); {awd_convert.UNSUPPORTED_QRNN}, so it was not "
+                      "loaded (nothing in it ran)") from None
+    raise UserError(f"{path} refers to {e.name}, which no word_language_model or awd-lstm-lm model holds, so it "
+                    "was not loaded (nothing in it ran); import a model saved by the reference's main.py, or save "
+                    "the weights with `torch.save(model.state_dict(), path)` and import that") from None
   except Exception as e:
     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise UserError(f"{path} is neither a state_dict nor a model torch can unpickle here ({reason}); save "
@@ -92,10 +160,14 @@ def _torch_load(torch: Any, path: str) -> Any:
 
 
 def import_checkpoint(checkpoint: str, data_dir: str, workdir: str, cell: str | None = None,
-                      overwrite: bool = False, nhead: int | None = None) -> LanguageModel:
+                      overwrite: bool = False, nhead: int | None = None,
+                      report: Callable[[str], None] = lambda line: None) -> LanguageModel:
   """Writes a reference checkpoint into `workdir` as an lm_jax run whose best checkpoint is the model,
-  with the vocabulary of `data_dir` (the data it was trained on) and the reference config."""
-  model, params = import_state_dict(read_torch_checkpoint(checkpoint), cell, nhead)
+  with the vocabulary of `data_dir` (the data it was trained on) and the reference config; `report` gets a
+  line naming the weights taken when the file holds more than one set."""
+  read = read_torch_file(checkpoint)
+  model, params = import_state_dict(read.state_dict, cell, nhead)
+  model = dataclasses.replace(model, **read.model_fields)
   corpus = corpus_from_lines(read_directory(data_dir))
   if len(corpus.vocab) != model.vocab_size:
     raise UserError(f"the checkpoint's vocabulary has {model.vocab_size:,} words but {data_dir!r} has "
@@ -111,4 +183,6 @@ def import_checkpoint(checkpoint: str, data_dir: str, workdir: str, cell: str | 
   params = {name: np.asarray(array, np.float32) for name, array in params.items()}
   meta = {"vocab": list(corpus.vocab.words), "config": config.to_dict(), "epoch": 0, "val_loss": None}
   checkpoints.save(workdir, checkpoints.BEST, 0, {"params": params}, meta)
+  if read.weights:
+    report(f"| took {read.weights}")
   return model

@@ -323,9 +323,9 @@ def test_import_refuses_a_pickle_that_would_run_code(tmp_path, monkeypatch, data
                       f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
   assert [line for line in result.stderr.splitlines() if "error:" in line] == [
-      f"import_torch.py: error: {checkpoint} refers to posix.system, which no word_language_model model holds, so it "
-      "was not loaded (nothing in it ran); import a model saved by the reference's main.py, or save the weights "
-      "with `torch.save(model.state_dict(), path)` and import that"]
+      f"import_torch.py: error: {checkpoint} refers to posix.system, which no word_language_model or awd-lstm-lm "
+      "model holds, so it was not loaded (nothing in it ran); import a model saved by the reference's main.py, or save "
+      "the weights with `torch.save(model.state_dict(), path)` and import that"]
   assert not marker.exists() and not (tmp_path / "run").exists()
   torch.load(checkpoint, weights_only=False)  # the file is no dud: a plain unpickler runs its command
   assert marker.exists()
@@ -374,8 +374,8 @@ def test_import_errors_on_files_that_hold_no_state_dict(tmp_path, monkeypatch):
       "from torch_reference.word_language_model import TorchRNNModel\n\nclass RNNModel(TorchRNNModel):\n  pass\n",
       lambda module: module.RNNModel("gru", 20, 8, 8, 1))
   assert user_error(convert.read_torch_checkpoint, checkpoint).startswith(
-      f"{checkpoint} refers to elsewhere_model.RNNModel, which no word_language_model model holds, so it was not "
-      "loaded (nothing in it ran); import a model saved by the reference's main.py")
+      f"{checkpoint} refers to elsewhere_model.RNNModel, which no word_language_model or awd-lstm-lm model holds, so "
+      "it was not loaded (nothing in it ran); import a model saved by the reference's main.py")
 
 
 def test_import_errors_on_a_state_dict_of_another_model():

@@ -1,15 +1,20 @@
 """The RNN family's converter for salesforce/awd-lstm-lm checkpoints: its RNNModel's state_dict <->
-lm_jax parameters.
+lm_jax parameters, and what its main.py and finetune.py pickle.
 
 AWD-LSTM keeps one single-layer torch LSTM per layer (`rnns.K`), wrapped by WeightDrop when weight
 drop is on, which renames the hidden-to-hidden matrix: `rnns.K.module.weight_hh_l0_raw`; without it,
-`rnns.K.weight_hh_l0`. The last layer has emsize units when tied. Dropout rates are not in a
-state_dict: an import gets AWD-LSTM's main.py defaults (weight drop only if the checkpoint had it).
+`rnns.K.weight_hh_l0`. The last layer has emsize units when tied. On current PyTorch a model saved after an
+evaluation also holds the matrix WeightDrop last set, `rnns.K.module.weight_hh_l0`: the raw one (the same
+tensor), or, saved after a training step, its dropped copy (each weight zeroed or scaled by 1/(1-p)). It is
+checked to be one of those and left out; a file holding only it imports it as the weights. Dropout rates are
+not in a state_dict: an import gets AWD-LSTM's main.py defaults (weight drop only if the checkpoint had it), a
+pickled model its own.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import re
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -17,11 +22,15 @@ from lm_jax.errors import UserError
 from lm_jax.models import layout
 from lm_jax.models.cells import CELLS
 from lm_jax.models.rnn_model import RNNModel, layer_sizes
+from lm_jax.torch_pickle import PickledModule, state_dict as module_state_dict
 
 KIND = RNNModel.kind
 REFERENCE_CLASS = "awd-lstm-lm RNNModel"
 CELL_BY_GATES = {4: "lstm", 3: "gru"}
 MAIN_PY_DROPOUT = dict(dropout=0.4, dropouth=0.3, dropouti=0.65, dropoute=0.1)  # awd-lstm-lm main.py defaults
+QRNN_TENSOR = re.compile(r"rnns\.\d+\.linear\.")  # a torchqrnn QRNNLayer's linear map, WeightDrop-wrapped or not
+QRNN_MODULE = "torchqrnn"
+UNSUPPORTED_QRNN = "lm_jax imports awd-lstm-lm's LSTM and GRU models, not its QRNN (torchqrnn) layers"
 
 
 def _prefix(state_dict: Mapping[str, np.ndarray], k: int) -> str:
@@ -34,10 +43,47 @@ def _hh_name(state_dict: Mapping[str, np.ndarray], k: int) -> str:
   return raw if raw in state_dict else f"{_prefix(state_dict, k)}weight_hh_l0"
 
 
+def _qrnn_tensor(state_dict: Mapping[str, np.ndarray]) -> str | None:
+  return next((name for name in state_dict if QRNN_TENSOR.match(name)), None)
+
+
 def missing(state_dict: Mapping[str, np.ndarray]) -> str | None:
-  """The first tensor an awd-lstm-lm RNNModel state_dict must have and this one lacks, if any."""
+  """The first tensor an awd-lstm-lm RNNModel state_dict must have and this one lacks, if any. None for a
+  QRNN model's too, which import_state_dict then refuses by name."""
+  if "encoder.weight" in state_dict and _qrnn_tensor(state_dict):
+    return None
   required = ("encoder.weight", f"{_prefix(state_dict, 0)}weight_ih_l0", "decoder.weight")
   return next((name for name in required if name not in state_dict), None)
+
+
+def is_dropped_copy(copy: np.ndarray, raw: np.ndarray) -> bool:
+  """Whether `copy` is `raw`, or WeightDrop's F.dropout(raw, p) for some p: every weight either 0 or raw's
+  times the one factor 1/(1-p) >= 1."""
+  if copy.shape != raw.shape:
+    return False
+  kept = copy != 0
+  if not np.all(raw[kept] != 0):
+    return False
+  if not kept.any():
+    return True
+  scale = np.median(copy[kept] / raw[kept])
+  return bool(scale >= 1 and np.allclose(copy[kept], raw[kept] * scale, rtol=1e-6, atol=0))
+
+
+def without_eval_copies(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The state_dict without the matrices WeightDrop left beside the raw ones (checked to be copies of them);
+  a layer holding only that matrix keeps it, as its raw one."""
+  cleaned = {}
+  for name, array in state_dict.items():
+    raw = f"{name}_raw"
+    if not re.fullmatch(r"rnns\.\d+\.module\.weight_hh_l0", name):
+      cleaned[name] = array
+    elif raw not in state_dict:
+      cleaned[raw] = array
+    elif not is_dropped_copy(np.asarray(array), np.asarray(state_dict[raw])):
+      raise UserError(f"the checkpoint's {name} is neither its weight_hh_l0_raw nor a weight-dropped copy of it "
+                      "(each weight 0 or scaled by 1/(1-p)); import a model saved by awd-lstm-lm's main.py")
+  return cleaned
 
 
 def reference_layout(model: RNNModel) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -98,6 +144,10 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
   not needed (the gates tell LSTM from GRU) and, if given, must agree."""
   if nhead is not None:
     raise UserError(f"--nhead={nhead} is a TransformerModel's, but the checkpoint is an RNNModel; omit --nhead")
+  qrnn = _qrnn_tensor(state_dict)
+  if qrnn:
+    raise UserError(f"the checkpoint is a QRNN model ({qrnn}); {UNSUPPORTED_QRNN}")
+  state_dict = without_eval_copies(state_dict)
   model = infer_model(state_dict)
   if cell is not None and cell.lower() != model.cell:
     raise UserError(f"--cell={cell.upper()} but the checkpoint holds a {model.cell.upper()}; omit --cell")
@@ -106,4 +156,93 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
 
 def export_state_dict(model: RNNModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters -> an awd-lstm-lm state_dict, as C-ordered numpy arrays."""
+  if model.cell not in CELL_BY_GATES.values():
+    raise UserError(f"awd-lstm-lm's RNNModel has LSTM and GRU layers, not {model.cell.upper()}; export to "
+                    "word_language_model")
   return layout.state_dict_from(params, reference_layout(model), _transposed)
+
+
+def constructor_call(model: RNNModel) -> str:
+  """The awd-lstm-lm model.py call that builds the RNNModel an exported state_dict loads into."""
+  return (f"model.RNNModel('{model.cell.upper()}', {model.vocab_size}, {model.emsize}, {model.nhid}, {model.nlayers}, "
+          f"{model.dropout}, {model.dropouth}, {model.dropouti}, {model.dropoute}, {model.wdrop}, {model.tied})")
+
+
+# --- what awd-lstm-lm's scripts pickle: main.py `[model, criterion, optimizer]`, finetune.py the model ---------------
+
+OPTIMIZERS = {"torch.optim.sgd.SGD": "SGD", "torch.optim.asgd.ASGD": "ASGD", "torch.optim.adam.Adam": "Adam"}
+PickledRun = tuple[dict[str, np.ndarray], dict[str, float], str]
+
+
+def _is_model(saved: Any) -> bool:
+  return (isinstance(saved, PickledModule) and saved.pickled_class == "model.RNNModel"
+          and "rnns" in saved.attributes.get("_modules", {}))
+
+
+def read_pickled(saved: Any, to_numpy: Callable[[Any], np.ndarray]) -> PickledRun | None:
+  """awd-lstm-lm's pickled `[model, criterion, optimizer]` (main.py) or model (finetune.py), as
+  lm_jax.torch_pickle reads them -> (the state_dict, each tensor through `to_numpy`; the model's dropout rates
+  as RNNModel fields; which weights were taken, in words); None for anything else. Under ASGD the weights are
+  the averages `optimizer.state[p]['ax']`: main.py copies them into the model before it evaluates and saves."""
+  if _is_model(saved):
+    (model, criterion, optimizer), source = (saved, None, None), "finetune.py's pickled model"
+  elif isinstance(saved, (list, tuple)) and saved and _is_model(saved[0]):
+    classes = [getattr(part, "pickled_class", type(part).__name__) for part in saved]
+    if len(saved) != 3 or classes[1] != "splitcross.SplitCrossEntropyLoss" or classes[2] not in OPTIMIZERS:
+      raise UserError(f"the file holds [{', '.join(classes)}], not the [model, criterion, optimizer] awd-lstm-lm's "
+                      "main.py saves; import a file its main.py wrote")
+    (model, criterion, optimizer), source = saved, "main.py's [model, criterion, optimizer]"
+  else:
+    return None
+  training = _training_fields(model)
+  _check_criterion(criterion)
+  tensors = module_state_dict(model)
+  averages = _asgd_averages(optimizer, tensors)
+  state_dict = {name: to_numpy(averages.get(id(t), t)) for name, t in tensors.items()}
+  return state_dict, training, f"{source}: {_which_weights(optimizer, tensors, averages, state_dict, to_numpy)}"
+
+
+def _training_fields(model: PickledModule) -> dict[str, float]:
+  """The rates model.py keeps as attributes (main.py --resume updates them), and WeightDrop's."""
+  attributes = model.attributes
+  if attributes.get("rnn_type") == "QRNN":
+    raise UserError(f"the file holds a QRNN model; {UNSUPPORTED_QRNN}")
+  rates = {name: float(attributes.get(name, default)) for name, default in MAIN_PY_DROPOUT.items()}
+  rnns = attributes["_modules"]["rnns"].attributes.get("_modules", {}).values()
+  wdrop = [rnn.attributes.get("dropout", 0.0) for rnn in rnns if rnn.pickled_class == "weight_drop.WeightDrop"]
+  return {**rates, "wdrop": float(wdrop[0]) if wdrop else 0.0}
+
+
+def _check_criterion(criterion: PickledModule | None) -> None:
+  """main.py's SplitCrossEntropyLoss has no tail clusters up to 75,000 words: it is then the full softmax."""
+  splits = list(criterion.attributes.get("splits", [])) if criterion is not None else []
+  if len(splits) > 2:
+    raise UserError(f"the file's criterion is a SplitCrossEntropyLoss with {len(splits) - 2} tail clusters (splits at "
+                    f"{', '.join(map(str, splits[1:-1]))}: main.py's choice above 75,000 words), a two-level softmax "
+                    "lm_jax does not model; lm_jax imports awd-lstm-lm models scored by the full softmax")
+
+
+def _asgd_averages(optimizer: PickledModule | None, tensors: Mapping[str, Any]) -> dict[int, Any]:
+  """id(parameter) -> its ASGD average `ax`; empty before ASGD (or its first step). The optimizer's state is
+  keyed by the model's own parameter objects, which the pickle keeps identical."""
+  if optimizer is None or optimizer.pickled_class != "torch.optim.asgd.ASGD":
+    return {}
+  state = optimizer.attributes.get("state", {})
+  averages = {id(p): s["ax"] for p, s in state.items() if isinstance(s, dict) and "ax" in s}
+  lacking = [name for name, t in tensors.items() if id(t) not in averages]
+  if averages and lacking:
+    raise UserError(f"the file's ASGD state averages some parameters but not {lacking[0]}; import a file "
+                    "awd-lstm-lm's main.py wrote")
+  return averages
+
+
+def _which_weights(optimizer: PickledModule | None, tensors: Mapping[str, Any], averages: Mapping[int, Any],
+                   taken: Mapping[str, np.ndarray], to_numpy: Callable[[Any], np.ndarray]) -> str:
+  if optimizer is None:
+    return "the model's parameters (finetune.py saves them holding ASGD's averages)"
+  name = OPTIMIZERS[optimizer.pickled_class]
+  if not averages:
+    return f"the model's parameters, which main.py evaluated and saved (optimizer {name}, no averages)"
+  same = all(np.array_equal(to_numpy(t), taken[n]) for n, t in tensors.items())
+  return ("the ASGD averages optimizer.state[p]['ax'], which main.py copies into the model to evaluate and save "
+          + ("(equal to the model's parameters)" if same else "(not the model's parameters: its last iterate)"))
