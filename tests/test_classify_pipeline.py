@@ -253,6 +253,8 @@ def test_defaults_lowercase_but_trec_and_a_declared_class_must_have_training_exa
   assert data.lowercase_of(data.data_config(source="trec")) is False
   assert data.lowercase_of(data.data_config(source="hub", hub_name="trec")) is False
   assert data.lowercase_of(data.data_config(source="trec", lowercase=True)) is True
+  with pytest.raises(KeyError, match="sourc"):  # the group is locked: a misspelt field is no new field
+    data.data_config(sourc="mr")
   (tmp_path / "t.csv").write_text("text,label\nhi,a\n")
   c = data.data_config(source="csv", path=str(tmp_path / "t.csv"), classes="a,b")
   assert one_line_error(data.load_corpus, c) == (

@@ -21,7 +21,8 @@ FINE_SOURCES = ("sst", "trec", "hub")
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
-  """The group with its defaults, then `overrides` (field=value; `synthetic` takes a dict of its fields)."""
+  """The group with its defaults, then `overrides` (field=value; `synthetic` takes a dict of its fields). Locked: a
+  field it lacks cannot be set."""
   c = ml_collections.ConfigDict(dict(
       # 'mr', 'sst', 'sst2', 'trec', 'imdb' (their files as ../shared/data/README.md describes them); 'folders'
       # (PATH/<class>/*.txt, or PATH/{train,dev,test}/<class>/*.txt, or a .tar.gz of that); 'csv' (a CSV/TSV file
@@ -45,6 +46,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       dev_fraction=0.1,   # held out of train (stratified) where the corpus has no dev split, as Kim
       split_seed=0,       # the folds' and dev hold-outs' draws
   ))
+  c.lock()  # a misspelt field is an error, not a new field
   for field, value in overrides.items():
     if field == "synthetic":
       c.synthetic.update(value)

@@ -9,6 +9,7 @@ class's files in natural name order (`2_3.txt` before `10_1.txt`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import tarfile
@@ -43,9 +44,9 @@ def read_imdb(path: str, encoding: str = "utf-8") -> LabelledCorpus:
       path = os.path.join(path, inside)
       break
   documents = _collect(path, IMDB_FOLDERS)
-  for split in ("train", "test"):
-    if not any(key[0] == split for key in documents):
-      raise UserError(f"IMDB: {path!r} holds no {split}/neg or {split}/pos reviews; set --config.data.path to "
+  for split, folder in itertools.product(("train", "test"), IMDB_FOLDERS):
+    if not documents.get((split, folder)):
+      raise UserError(f"IMDB: {path!r} holds no {split}/{folder} reviews; set --config.data.path to "
                       "aclImdb_v1.tar.gz or the aclImdb folder it unpacks to")
   corpus = _corpus("imdb", path, documents, IMDB_FOLDERS, encoding, clean=strip_html_breaks)
   return dataclasses.replace(corpus, classes=IMDB_CLASSES)
@@ -69,7 +70,7 @@ def _collect(path: str, classes: tuple[str, ...] | None) -> Documents:
     if not os.path.isdir(split_dir):
       continue
     for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-      if entry.is_dir() and (classes is None or entry.name in classes):
+      if entry.is_dir() and not entry.name.startswith(".") and (classes is None or entry.name in classes):
         files = [f for f in os.scandir(entry.path) if f.is_file() and f.name.endswith(".txt")]
         documents[(split, entry.name)] = [(f.name, f.path, _read_bytes(f.path)) for f in files]
   return documents
@@ -120,17 +121,18 @@ def _corpus(name: str, path: str, documents: Documents, classes: tuple[str, ...]
 
 
 def _labels_of(documents: Documents, split: str, classes: tuple[str, ...], path: str) -> Iterator[str]:
-  """The split's class folders in id order; a missing or empty one, or (classes found, not declared) a folder
-  that is not a training class, is a UserError."""
+  """The split's class folders in id order. A UserError: a folder that is not a class (classes found, not
+  declared), an empty class folder, a class missing from train (dev and test may lack one, as TREC's test does)."""
   for split_name, label in documents:
     if split_name == split and label not in classes:
       raise UserError(f"{path!r}: {split}/{label} is not a class of train ({', '.join(classes)}); remove it, or "
                       "declare the classes to read with --config.data.classes")
   for label in classes:
-    if not documents.get((split, label)):
-      raise UserError(f"{path!r}: class {label!r} has no .txt documents in {split}; add them (a folder "
-                      f"{split}/{label}/ of .txt files), or leave the class out of --config.data.classes")
-    yield label
+    if (split, label) in documents or split == "train":
+      if not documents.get((split, label)):
+        raise UserError(f"{path!r}: class {label!r} has no .txt documents in {split}; add them (a folder "
+                        f"{split}/{label}/ of .txt files), or leave the class out of --config.data.classes")
+      yield label
 
 
 def _natural(name: str) -> list:
