@@ -130,7 +130,7 @@ def _restore_newest(workdir: str, kind: str, **items: ocp.args.CheckpointArgs) -
   """Restores `items` from the newest step that can be read, warning about any newer one that cannot."""
   if latest_step(workdir, kind) is None:
     raise UserError(f"no {kind} checkpoint in {checkpoint_dir(workdir, kind)}; train a model there "
-                    "first with lm-jax-train --workdir")
+                    "first (lm-jax-train or lm-jax-classify --workdir)")
   directory, failures = checkpoint_dir(workdir, kind), []
   with _manager(workdir, kind) as manager:
     for step in sorted(manager.all_steps(), reverse=True):

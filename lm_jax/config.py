@@ -65,9 +65,9 @@ def reference_config() -> ml_collections.ConfigDict:
       matmul_dtype="float32",
   ))
   c.optim = ml_collections.ConfigDict(dict(
-      name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw'
-      lr=20.0,
-      clip=0.25,            # global gradient-norm clip, as torch's clip_grad_norm_
+      name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw',
+      lr=20.0,              # 'adadelta' (Kim 2014's)
+      clip=0.25,            # global gradient-norm clip, as torch's clip_grad_norm_; 0: none
       weight_decay=0.0,     # sgd, nt_asgd, adam: torch.optim's (wd * param added to the clipped gradient); adamw: decoupled
       schedule="plateau",   # lm_jax/optim.py SCHEDULES. 'plateau': lr /= lr_decay when validation does not improve;
       lr_decay=4.0,         # 'decay_after': lr = lr0 / lr_decay ** max(0, epoch - lr_decay_start)

@@ -113,8 +113,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"unknown lr schedule {c.schedule!r}; pass --config.optim.schedule= one of {', '.join(SCHEDULES)}")
   if c.lr <= 0:
     raise UserError(f"config.optim.lr must be > 0 (got {c.lr}); pass e.g. --config.optim.lr=20")
-  if c.clip <= 0:
-    raise UserError(f"config.optim.clip must be > 0 (got {c.clip}); pass e.g. --config.optim.clip=0.25")
+  if c.clip < 0:
+    raise UserError(f"config.optim.clip must be >= 0 (got {c.clip}); pass e.g. --config.optim.clip=0.25, or 0 for none")
   if c.weight_decay < 0:
     raise UserError(f"config.optim.weight_decay must be >= 0 (got {c.weight_decay}); pass e.g. 1.2e-6")
   if c.lr_decay < 1.0:
@@ -130,7 +130,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = ()) -> optax.GradientTransformation:
-  """clip_by_global_norm(clip) then the named optimiser, with the lr injected so the host can change it.
+  """clip_by_global_norm(clip) (none when clip is 0) then the named optimiser, with the lr injected so the host
+  can change it.
 
   `frozen` names top-level parameters that never change, as torch's requires_grad=False: their gradient is
   zeroed before the clip (so the norm leaves it out) and weight decay skips them, so every optimiser's
@@ -141,7 +142,8 @@ def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = ()) -
 
   def build(learning_rate: float) -> optax.GradientTransformation:
     decay_mask = is_trained if frozen else None
-    update = optax.chain(clip_by_global_norm(c.clip), OPTIMIZERS[c.name].build(c, learning_rate, decay_mask))
+    update = OPTIMIZERS[c.name].build(c, learning_rate, decay_mask)
+    update = optax.chain(clip_by_global_norm(c.clip), update) if c.clip else update
     return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), update) if frozen else update
 
   return optax.inject_hyperparams(build)(learning_rate=c.lr)
@@ -260,6 +262,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask), EpochPolicy()),
     "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
                        EpochPolicy()),
+    # torch.optim.Adadelta's (Kim 2014's rho and eps; tests/test_classify_models.py checks it step for step)
+    "adadelta": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adadelta(lr, rho=0.95, eps=1e-6), decay_mask),
+                          EpochPolicy()),
 }
 
 
