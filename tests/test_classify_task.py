@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -23,7 +24,7 @@ from lm_jax.runner import Preempted
 from tests.conftest import REPO
 
 
-def tiny(epochs: int = 2, **data) -> "ml_collections.ConfigDict":  # noqa: F821
+def tiny(epochs: int = 2, **data) -> ml_collections.ConfigDict:
   c = classify_config("cnn")
   c.data.synthetic.update(train_size=400, dev_size=100, test_size=200)
   c.data.update(**data)
