@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 # One XLA compilation cache for the whole session, shared with the CLI and benchmark processes the tests start
 # (they inherit the environment): the suite compiles the same small programs again and again (a run and its
@@ -24,9 +19,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lm_jax.config import reference_config  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   c = reference_config()
@@ -71,19 +63,6 @@ def reference_training_losses(model, params, config: ml_collections.ConfigDict, 
     state, metrics = train_step(state, steps.WindowAt(start, length), split.padded_TxB)
     losses.append(float(metrics["loss"]))
   return losses, state.params
-
-
-def quick_benchmark(module: str, output_dir: Path, *flags: str) -> dict:
-  """Runs `python -m benchmarks.<module> --quick FLAGS` into output_dir and returns its JSON report.
-
-  Skips without PyTorch: every benchmark figure is relative to it.
-  """
-  if importlib.util.find_spec("torch") is None:
-    pytest.skip("PyTorch is not installed; every benchmark figure is relative to it")
-  subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", *flags, f"--output_dir={output_dir}"],
-                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=1200)
-  (json_path,) = output_dir.glob("*.json")
-  return json.loads(json_path.read_text())
 
 
 @pytest.fixture

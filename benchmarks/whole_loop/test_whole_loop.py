@@ -12,14 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import loop_report
+from lm_jax import train
 from lm_jax.config import reference_config
 from lm_jax.data.batching import window_bounds
 from lm_jax.data.sources import load_corpus
 from lm_jax.data.synthetic import generate_synthetic
 from lm_jax.errors import UserError
-from tests.conftest import REPO, quick_benchmark
 
+from benchmarks.common.worker import REPO
+from benchmarks.conftest import quick_benchmark
+from benchmarks.whole_loop import report as loop_report
+
+# TODO(lead, #20): delete once lm_jax.train's public loop functions land; jax_loop.py is written against them.
+NEEDS_TRAIN_API = pytest.mark.skipif(not hasattr(train, "train_windows"), reason="lm_jax.train.setup_run, start and "
+                                     "train_windows are not in this lm_jax yet (#20)")
 NEEDS_TORCH = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="PyTorch is not installed; the PyTorch side of the benchmark needs it")
 
@@ -89,7 +95,7 @@ def test_a_missing_corpus_is_one_line_and_writes_nothing(tmp_path):
   done = subprocess.run([sys.executable, "-m", "benchmarks.whole_loop", f"--data_root={tmp_path}", "--datasets=ptb",
                          f"--output_dir={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 2
-  assert done.stderr.strip() == (f"whole_loop.py: error: no ptb corpus: {tmp_path / 'ptb'} is not a directory; pass "
+  assert done.stderr.strip() == (f"whole_loop: error: no ptb corpus: {tmp_path / 'ptb'} is not a directory; pass "
                                  "--data_root=DIR holding ptb/train.txt, valid.txt and test.txt, or leave ptb out of "
                                  "--datasets")
   assert not (tmp_path / "out").exists()
@@ -102,6 +108,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   return root / "out", quick_benchmark("whole_loop", root / "out", "--datasets=ptb", f"--data_root={root}")
 
 
+@NEEDS_TRAIN_API
 def test_quick_run_times_the_same_windows_in_both_loops(quick_run):
   _, results = quick_run
   (config,) = results["configs"]
@@ -117,6 +124,7 @@ def test_quick_run_times_the_same_windows_in_both_loops(quick_run):
   assert config["ratios"] == [pytest.approx(config["runs"]["pytorch"][0]["timed_s"] / config["runs"]["lm_jax"][0]["timed_s"])]
 
 
+@NEEDS_TRAIN_API
 def test_quick_run_writes_the_report(quick_run):
   output_dir, results = quick_run
   stem = output_dir / f"whole-loop-{results['machine']['name']}-quick"

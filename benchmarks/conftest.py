@@ -1,0 +1,30 @@
+"""The benchmarks' self-tests: the test suite's session set-up (one XLA compilation cache, .ci/run's record of
+what skipped for want of torch) and `quick_benchmark`, which runs a benchmark's `--quick` mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Re-exported as this directory's hooks: pytest applies a conftest's hooks to the tests below it.
+from tests.conftest import pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401
+
+from benchmarks.common.worker import REPO
+
+
+def quick_benchmark(module: str, output_dir: Path, *flags: str) -> dict:
+  """Runs `python -m benchmarks.<module> --quick FLAGS` into output_dir and returns its JSON report.
+
+  Skips without PyTorch: every benchmark figure is relative to it.
+  """
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("PyTorch is not installed; every benchmark figure is relative to it")
+  subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", *flags, f"--output_dir={output_dir}"],
+                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=1200)
+  (json_path,) = output_dir.glob("*.json")
+  return json.loads(json_path.read_text())
