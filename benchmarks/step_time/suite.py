@@ -60,6 +60,8 @@ def measure_together(group: list[Shape], bandwidth_gb_per_s: float, deadline: fl
   runs = {}
   for framework, label in FRAMEWORKS.items():
     measured = group[:len(runs["lm_jax"])] if runs else group
+    if not measured:
+      return []
     progress(f"{len(measured)} config(s) from {summary.config_name(dataclasses.asdict(group[0]))} in one process: "
              f"{label}")
     runs[framework] = call_worker(MEASURE_MANY, {"framework": framework, "deadline": deadline,

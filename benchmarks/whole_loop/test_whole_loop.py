@@ -22,6 +22,7 @@ from lm_jax.errors import UserError
 from benchmarks.common.worker import REPO
 from benchmarks.conftest import quick_benchmark
 from benchmarks.whole_loop import report as loop_report
+from benchmarks.whole_loop.jax_loop import LogLines
 
 # TODO(lead, #20): delete once lm_jax.train's public loop functions land; jax_loop.py is written against them.
 NEEDS_TRAIN_API = pytest.mark.skipif(not hasattr(train, "train_windows"), reason="lm_jax.train.setup_run, start and "
@@ -66,6 +67,17 @@ def test_speedups_rates_and_medians_by_hand():
   (target,) = loop_report.targets([c])
   assert (target["measured"], target["met"]) == ("1.50x", True)
   assert loop_report.targets([{**c, "median_ratio": 1.39, "dataset": "wikitext-2"}])[0]["met"] is False
+
+
+def test_log_lines_are_counted_on_stdout_and_stderr_and_passed_on(capsys):
+  line = "| epoch   1 |   200/ 2983 batches | lr 20 | ms/batch 61.02 | loss  7.05 | ppl  1152.39"
+  with LogLines() as log_lines:
+    print(line + "\n| first train step of the epoch, compilation included: 3.1s")
+    print(line.replace("200/", "400/"), file=sys.stderr, end="")
+    sys.stderr.write("\n")
+  assert log_lines.count == 2
+  assert capsys.readouterr() == (line + "\n| first train step of the epoch, compilation included: 3.1s\n",
+                                 line.replace("200/", "400/") + "\n")
 
 
 def write_corpus(directory: Path) -> None:
