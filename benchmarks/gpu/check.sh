@@ -7,15 +7,17 @@
 #
 #   OUT=DIR bash benchmarks/gpu/check.sh
 # Settings (environment): BUDGET_S (default 470: seconds from the start to the report), TESTS_S (default 150: the
-# tests' share), SIZES (default small,medium: step-time sizes, in order), SKIP_TESTS=1 (a second call for the
-# configs the first left out: SKIP_TESTS=1 SIZES=medium), PYTHON (default python3), WHEELS (default gpu-wheels).
+# tests' share), SIZES (default small,medium: step-time sizes, in order), PARTS (default cudnn,awd,step_time),
+# SKIP_TESTS=1 (a second call for the configs the first left out: SKIP_TESTS=1 PARTS=step_time SIZES=medium),
+# PYTHON (default python3), WHEELS (default gpu-wheels).
 # DRY_RUN=1: the same steps on a CPU (CI, benchmarks/gpu/test_check.py): nothing installed, the tests only
 # collected (CI runs them), the measurements at cut sizes with the cuDNN kernel replaced by its reference.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 START=$(date +%s)
 : "${OUT:?set OUT to the folder the results go to}"
-BUDGET_S=${BUDGET_S:-470} TESTS_S=${TESTS_S:-150} SIZES=${SIZES:-small,medium} SKIP_TESTS=${SKIP_TESTS:-0}
+BUDGET_S=${BUDGET_S:-470} TESTS_S=${TESTS_S:-150} SIZES=${SIZES:-small,medium} PARTS=${PARTS:-cudnn,awd,step_time}
+SKIP_TESTS=${SKIP_TESTS:-0}
 PYTHON=${PYTHON:-python3} WHEELS=${WHEELS:-gpu-wheels} DRY_RUN=${DRY_RUN:-0}
 TESTS=(tests/test_fidelity.py tests/test_steps.py tests/test_precision.py tests/test_transformer.py
        tests/test_resume.py tests/test_cudnn_lstm.py)
@@ -49,8 +51,9 @@ for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "num
   except importlib.metadata.PackageNotFoundError:
     print(f"{name} not installed")
 import torch
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
 print("python", platform.python_version(), "| torch cuda", torch.version.cuda, "| cudnn",
-      torch.backends.cudnn.version(), "| torch sees", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+      torch.backends.cudnn.version(), "| torch sees", gpu)
 EOF
 
 TESTS_SUMMARY=""
@@ -78,7 +81,8 @@ fi
 step "measurements: python -m benchmarks.gpu"
 DEADLINE=$(( START + BUDGET_S - 20 ))
 DRY_FLAG=(); [ "$DRY_RUN" = 1 ] && DRY_FLAG=(--dry_run)
-timeout $(( DEADLINE - $(date +%s) + 60 )) "$PYTHON" -m benchmarks.gpu --deadline="$DEADLINE" --sizes="$SIZES" \
-  --tests_summary="$TESTS_SUMMARY" --output_dir="$OUT/benchmarks/results" "${DRY_FLAG[@]}" || status=1
+timeout $(( DEADLINE - $(date +%s) + 60 )) "$PYTHON" -m benchmarks.gpu --deadline="$DEADLINE" --parts="$PARTS" \
+  --sizes="$SIZES" --tests_summary="$TESTS_SUMMARY" --output_dir="$OUT/benchmarks/results" "${DRY_FLAG[@]}" \
+  || status=1
 step "done (exit $status): $(ls "$OUT"/benchmarks/results)"
 exit $status

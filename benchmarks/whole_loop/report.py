@@ -70,11 +70,10 @@ def markdown(results: dict) -> str:
       "of one lm_jax worker then one PyTorch worker; each speedup is PyTorch's time over lm_jax's within one "
       "round, the median is over rounds.",
       "",
-      "- lm_jax: the trainer's own loop (`lm_jax.train._Loop.train_epoch`): per window the jitted step slicing "
-      "its window from the split on the device and the SIGTERM check; every log_interval windows the interval's "
-      "loss and gradient norm read back (a host sync), the log line and a metrics record (metrics.jsonl, "
-      "TensorBoard events when tensorboardX is installed). Also timed: one extra sync at the first timed window "
-      "(the loop's first-step line). Checkpoints off (`checkpoint_every=0`).",
+      "- lm_jax: the trainer's own loop (`lm_jax.train.train_windows` over the timed windows, after "
+      "`setup_run` and `start`): per window the jitted step slicing its window from the split on the device and "
+      "the SIGTERM check; every log_interval windows the interval's loss and gradient norm read back (a host "
+      "sync) and the log line. Nothing checkpointed.",
       "- PyTorch: main.py's train() with torch_reference's model: get_batch, repackage_hidden, zero_grad, forward, "
       "cross-entropy, backward, clip_grad_norm_, p -= lr * grad, `total_loss += loss.item()` (a host sync) every "
       "window, main.py's log line every log_interval windows.",
