@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/quickstart
+GPU_WHEELS ?= gpu-wheels
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +23,21 @@ demo: install
 	@echo "| a sample from the trained model:"
 	$(BIN)/lm-jax-generate --workdir=$(DEMO_DIR) --words=60 --temperature=0.8
 
-## Create the environment with test extras and run the tests, TEST_WORKERS processes at a time (pytest-xdist;
-## a test file's tests stay in one process, so they share its module fixtures). The tests that compare with
-## PyTorch skip without it (`.venv/bin/pip install torch` first to run them, as .ci/run does).
+## Create the environment with test extras and run the tests (pyproject.toml: tests/ and the benchmarks' own),
+## TEST_WORKERS processes at a time (pytest-xdist; a test file's tests stay in one process, so they share its
+## module fixtures). The tests that compare with PyTorch skip without it (`.venv/bin/pip install torch` first to
+## run them, as .ci/run does).
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
+
+## The wheels the GPU machine's image lacks (Python 3.12, no network there), for benchmarks/gpu/check.sh to carry:
+## lm_jax's dependencies not in that image, pure Python, their own needs all in it (benchmarks/README.md).
+gpu-wheels: | $(BIN)/python
+	rm -rf $(GPU_WHEELS)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 --dest $(GPU_WHEELS) ml-collections==1.1.0 tensorboardX==2.6.5
+	du -sh $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) runs

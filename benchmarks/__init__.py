@@ -1,1 +1,1 @@
-"""Step-time benchmarks of lm_jax against PyTorch's word_language_model (`python -m benchmarks.step_time`)."""
+"""lm_jax's benchmarks, one package per benchmark over `common/`: step_time, whole_loop, eval_methods, gpu."""

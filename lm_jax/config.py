@@ -63,6 +63,7 @@ def reference_config() -> ml_collections.ConfigDict:
       # matmul takes bfloat16 inputs and accumulates in float32; parameters, optimiser state, softmax and
       # loss stay float32. What TPU and GPU runs use; 'float32' (exact, the reference's) is the default.
       matmul_dtype="float32",
+      rnn_backend="scan",  # rnn only. 'cudnn': each LSTM layer one cuDNN kernel (models/cudnn_lstm.py: GPU, float32)
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw',

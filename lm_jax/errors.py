@@ -22,6 +22,8 @@ def exits_cleanly_on_user_error(main: Callable[[list[str]], T]) -> Callable[[lis
       return main(argv)
     except UserError as e:
       prog = argv[0].rsplit("/", 1)[-1] if argv else "lm-jax"
+      if prog == "__main__.py":  # `python -m package`: the package's name
+        prog = argv[0].rsplit("/", 2)[-2]
       print(f"{prog}: error: {e}", file=sys.stderr)
       sys.exit(2)
 

@@ -1,6 +1,6 @@
 """Where a train step's time goes: every part of the step jitted alone at the step's shapes and timed.
 
-One mechanism for `lm-jax-profile` and the benchmark's step breakdown (benchmarks/breakdown.py). Parts of
+One mechanism for `lm-jax-profile` and the benchmark's step breakdown (benchmarks/step_time/). Parts of
 an `rnn` family step, each a median of `calls` timed calls after one compiling call, the parts and the
 step taking turns so that they all see the same load:
 

@@ -1,31 +1,13 @@
-"""Shared fixtures: a tiny synthetic-corpus config that trains in seconds."""
+"""Shared fixtures: a tiny synthetic-corpus config that trains in seconds (the session's compilation cache: the
+root conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import ml_collections
+import numpy as np
+import pytest
 
-# One XLA compilation cache for the whole session, shared with the CLI and benchmark processes the tests start
-# (they inherit the environment): the suite compiles the same small programs again and again (a run and its
-# resumed twin, each command-line call), and on a CPU compiling is most of its time. Set before jax is imported.
-_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
-if _OWN_CACHE:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lm_jax_tests_xla_cache_")
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # most of the suite's programs are small
-
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from lm_jax.config import reference_config  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from lm_jax.config import reference_config
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -73,24 +55,7 @@ def reference_training_losses(model, params, config: ml_collections.ConfigDict, 
   return losses, state.params
 
 
-def quick_benchmark(module: str, output_dir: Path, *flags: str) -> dict:
-  """Runs `python -m benchmarks.<module> --quick FLAGS` into output_dir and returns its JSON report.
-
-  Skips without PyTorch: every benchmark figure is relative to it.
-  """
-  if importlib.util.find_spec("torch") is None:
-    pytest.skip("PyTorch is not installed; every benchmark figure is relative to it")
-  subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", *flags, f"--output_dir={output_dir}"],
-                 cwd=REPO, check=True, stdout=subprocess.DEVNULL, timeout=1200)
-  (json_path,) = output_dir.glob("*.json")
-  return json.loads(json_path.read_text())
-
-
 @pytest.fixture
 def tiny():
   return tiny_config
 
-
-def pytest_sessionfinish(session, exitstatus) -> None:
-  if _OWN_CACHE:
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

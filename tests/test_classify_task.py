@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -21,7 +22,8 @@ from lm_jax.classify import metrics, trained
 from lm_jax.classify.config import classify_config
 from lm_jax.classify.train import SUMMARY_FILE, train_and_evaluate
 from lm_jax.runner import Preempted
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(epochs: int = 2, **data) -> ml_collections.ConfigDict:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
+
 
 PROGRAM = textwrap.dedent("""
     import importlib, pkgutil, sys, tempfile

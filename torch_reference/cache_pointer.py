@@ -3,7 +3,7 @@
 distribution over the one-hot next words of the last `window` positions. Written anew in current
 PyTorch with the same steps (the history of one-hot rows, the [window, V] product per token), so its
 speed is the reference's. lm_jax's compiled cache is checked against it (tests/test_eval_methods.py)
-and timed against it (benchmarks/eval_methods.py).
+and timed against it (benchmarks/eval_methods/).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """PyTorch's word_language_model (pytorch/examples), from torch.nn parts with the reference's structure,
 parameter names and rules: corpus, model, batchify and windows, train step, evaluate, generate. lm_jax is
-checked against it (tests/test_fidelity.py) and timed against it (benchmarks/torch_workload.py,
-benchmarks/torch_loop.py).
+checked against it (tests/test_fidelity.py) and timed against it (benchmarks/step_time/torch_workload.py,
+benchmarks/whole_loop/torch_loop.py).
 """
 
 from __future__ import annotations

@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm_jax.errors import UserError
-from lm_jax.models import precision
+from lm_jax.models import cudnn_lstm, precision
 from lm_jax.models.cells import CELLS, State
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
-from lm_jax.models.recurrence import run_layer
 from lm_jax.models.softmax_nll import decoder_nll
 
 Carry = tuple[State, ...]  # one state tuple per layer
@@ -88,6 +87,7 @@ class _Network(nn.Module):
   recurrent_init: str
   recurrent_init_scale: float
   matmul_dtype: str
+  rnn_backend: str
 
   def setup(self):
     gates = CELLS[self.cell].num_gates
@@ -131,6 +131,7 @@ class _Network(nn.Module):
     for k, weights in enumerate(self.layers):
       if f"w_hh_{k}" in masks:  # outside the layer's custom VJP: the mask's chain rule is plain autodiff
         weights = {**weights, "w_hh": weights["w_hh"] * masks[f"w_hh_{k}"]}
+      run_layer = cudnn_lstm.LAYERS[self.rnn_backend]
       raw, layer_state = run_layer(CELLS[self.cell], weights, x, carry[k], valid_T, self.unroll, self.matmul_dtype)
       x = drop(raw, f"hidden_{k}_BxH" if k < len(self.layers) - 1 else "output_BxH")
       new_carry.append(layer_state)
@@ -173,6 +174,7 @@ class RNNModel(LanguageModel):
   recurrent_init: str = "uniform"   # 'identity': IRNN's W_hh = recurrent_init_scale * I, biases 0 (rnn_relu/rnn_tanh)
   recurrent_init_scale: float = 1.0
   matmul_dtype: str = "float32"  # "bfloat16": matmul inputs rounded to it, float32 accumulation (precision.py)
+  rnn_backend: str = "scan"      # "cudnn": each LSTM layer one cuDNN kernel (cudnn_lstm.py; GPU, float32, no AWD masks)
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -182,7 +184,7 @@ class RNNModel(LanguageModel):
   def _network(self) -> _Network:
     return _Network(self.vocab_size, self.cell, self.emsize, self.sizes, self.dropout, self.locked_dropout,
                     self.tied, self.init_range, self.unroll, self.recurrent_init, self.recurrent_init_scale,
-                    self.matmul_dtype)
+                    self.matmul_dtype, self.rnn_backend)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
@@ -209,6 +211,7 @@ class RNNModel(LanguageModel):
                       "pass --config.model.cell=rnn_relu, or --config.model.recurrent_init=uniform")
     if m.recurrent_init_scale <= 0:
       raise UserError(f"config.model.recurrent_init_scale must be > 0 (got {m.recurrent_init_scale}); pass e.g. 1.0")
+    cudnn_lstm.validate(m)
 
   def describe(self) -> str:
     sizes = "/".join(map(str, self.sizes)) if len(set(self.sizes)) > 1 else f"{self.nlayers}x{self.nhid}"

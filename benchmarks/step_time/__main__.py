@@ -12,10 +12,6 @@ lm_jax/PyTorch ratio comes from two neighbouring processes on the same machine, 
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import itertools
-
 from absl import flags
 
 from lm_jax.cli.common import run_main
@@ -23,11 +19,10 @@ from lm_jax.config import reference_config
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 
-from benchmarks import output, report, summary
-from benchmarks.flops import FORMULA
-from benchmarks.measure import generate_key
-from benchmarks.shapes import DTYPES, QUICK_VOCAB, SIZES, TRANSFORMER, VOCABS, Shape, make_shape
-from benchmarks.worker import call_worker, progress, require_torch
+from benchmarks.common import output
+from benchmarks.common.worker import progress, require_torch
+from benchmarks.step_time import report, suite
+from benchmarks.step_time.shapes import DTYPES, QUICK_VOCAB, SIZES, TRANSFORMER, VOCABS
 
 BENCHMARK_SIZES = [size for size in SIZES if size != "quick"]
 MODELS = [*CELLS, TRANSFORMER]
@@ -85,39 +80,17 @@ def check_flags() -> None:
   require_torch()
 
 
-def measure_config(shape: Shape, rounds: int, bandwidth_gb_per_s: float) -> dict:
-  runs = {framework: [] for framework in summary.FRAMEWORKS}
-  for round_index in range(rounds):
-    for framework, label in summary.FRAMEWORKS.items():
-      progress(f"{summary.config_name(dataclasses.asdict(shape))}, round {round_index + 1}/{rounds}: {label}")
-      # The step breakdown (lm_jax/profile.py: rnn models) needs lm_jax alone; one round of it is enough. Its
-      # parts are timed in float32.
-      breakdown = framework == "lm_jax" and round_index == 0 and shape.dtype == "float32" and shape.model != TRANSFORMER
-      run = call_worker({"task": framework, "shape": dataclasses.asdict(shape), "breakdown": breakdown})
-      words = ", ".join(f"N={n} {run[generate_key(n)]:,.0f}" for n in shape.gen_samples if generate_key(n) in run)
-      progress(f"  {run['train_ms']:.2f} ms/step, {run['eval_tokens_per_s']:,.0f} eval tokens/s, words/s {words}")
-      runs[framework].append(run)
-  return summary.summarise(shape, runs, bandwidth_gb_per_s)
-
-
 def main(argv: list[str]) -> None:
   del argv
   check_flags()
-  progress("machine: devices, matmul ceilings, memory bandwidth")
-  machine = call_worker({"task": "machine", "matmul_n": 256 if FLAGS.quick else 2048,
-                         "bandwidth_mib": 16 if FLAGS.quick else 512})
+  machine = suite.describe_machine(FLAGS.quick)
   rounds = 1 if FLAGS.quick else FLAGS.rounds
   dtypes, dtypes_reason = chosen_dtypes(machine["bfloat16_support"])
   reference = reference_config().optim  # clip 0.25, SGD lr 20 for both frameworks
-  # A model's dtypes side by side, so each bfloat16/float32 comparison also comes from neighbouring processes.
-  shapes = [make_shape(model, size, vocab, dtype, reference.lr, reference.clip, FLAGS.steps)
-            for size, vocab, model, dtype in itertools.product(chosen_sizes(machine["platform"]), chosen_vocabs(),
-                                                                FLAGS.models, dtypes)]
-  configs = [measure_config(shape, rounds, machine["bandwidth_gb_per_s"]) for shape in shapes]
-  results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "quick": FLAGS.quick, "rounds": rounds, "machine": machine, "dtypes_reason": dtypes_reason,
-             "flops_formula": FORMULA, "configs": configs, "dtype_speedups": summary.dtype_speedups(configs),
-             "targets": summary.targets(configs)}
+  shapes = suite.shapes(FLAGS.models, chosen_sizes(machine["platform"]), chosen_vocabs(), dtypes, reference.lr,
+                        reference.clip, FLAGS.steps)
+  configs = [suite.measure_config(shape, rounds, machine["bandwidth_gb_per_s"]) for shape in shapes]
+  results = suite.results(machine, configs, rounds, FLAGS.quick, dtypes_reason)
   output.write_report(output.output_dir(FLAGS.output_dir, FLAGS.quick), machine["name"], results,
                       report.markdown(results), report.plot)
 

@@ -5,8 +5,8 @@
 
 Both run configs/default.py's settings (LSTM 2x200, batch 20, bptt 35, SGD lr 20, clip 0.25, dropout 0.2,
 a log line every 200 windows) on <data_root>/<dataset>/{train,valid,test}.txt, and each times windows
-[warmup, warmup + windows) of its first epoch: lm_jax with lm_jax.train's own loop (benchmarks/jax_loop.py),
-PyTorch with main.py's train() (benchmarks/torch_loop.py). Each measurement is a fresh worker process,
+[warmup, warmup + windows) of its first epoch: lm_jax with lm_jax.train's own loop (jax_loop.py),
+PyTorch with main.py's train() (torch_loop.py). Each measurement is a fresh worker process,
 lm_jax and PyTorch alternately. Writes <output_dir>/whole-loop-<device>.md, .json and .png and prints the
 markdown; progress goes to stderr.
 """
@@ -27,9 +27,12 @@ from lm_jax.data.vocab import tokenize
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
 
-from benchmarks import loop_report, output, summary
-from benchmarks.worker import call_worker, progress, require_torch
+from benchmarks.common import output
+from benchmarks.common.rounds import FRAMEWORKS
+from benchmarks.common.worker import call_worker, progress, require_torch
+from benchmarks.whole_loop import report as loop_report
 
+LOOPS = {"lm_jax": "benchmarks.whole_loop.jax_loop:run", "pytorch": "benchmarks.whole_loop.torch_loop:run"}
 # --quick: a smoke test on a tiny corpus, logging often enough that the timed windows hold log lines.
 QUICK = {"rounds": 1, "warmup": 2, "windows": 4, "log_interval": 2, "matmul_n": 256, "bandwidth_mib": 16}
 
@@ -97,12 +100,12 @@ def plan(chosen: dict) -> list[dict]:
 
 def measure(measurement: dict, chosen: dict) -> dict:
   loop = {"config": measurement["config"], "warmup": chosen["warmup"], "windows": chosen["windows"]}
-  runs = {framework: [] for framework in summary.FRAMEWORKS}
+  runs = {framework: [] for framework in FRAMEWORKS}
   for round_index in range(chosen["rounds"]):
-    for framework, label in summary.FRAMEWORKS.items():
+    for framework, label in FRAMEWORKS.items():
       progress(f"{measurement['dataset']} {measurement['config']['model']['cell']}, round {round_index + 1}/"
                f"{chosen['rounds']}: {label}")
-      run = call_worker({"task": "whole_loop", "framework": framework, "loop": loop})
+      run = call_worker(LOOPS[framework], loop, framework)
       progress(f"  {1000 * run['timed_s'] / chosen['windows']:.2f} ms/window; corpus load {run['load_s']:.1f} s, "
                f"first {chosen['warmup']} windows {run['warmup_s']:.1f} s")
       runs[framework].append(run)
@@ -115,7 +118,8 @@ def main(argv: list[str]) -> None:
   chosen = chosen_settings()
   measurements = plan(chosen)
   progress("machine: devices, matmul ceilings, memory bandwidth")
-  machine = call_worker({"task": "machine", "matmul_n": chosen["matmul_n"], "bandwidth_mib": chosen["bandwidth_mib"]})
+  machine = call_worker("benchmarks.common.machine:describe",
+                        {"matmul_n": chosen["matmul_n"], "bandwidth_mib": chosen["bandwidth_mib"]})
   configs = [measure(measurement, chosen) for measurement in measurements]
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "rounds": chosen["rounds"], "machine": machine,

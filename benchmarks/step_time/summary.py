@@ -1,7 +1,6 @@
 """From the workers' results to the figures the step-time report states: per config the medians, the
 lm_jax/PyTorch ratio of each round, generation against its roofline; across configs bfloat16 against
-float32, and the issue's targets, each with its measured value and whether it was met. The frameworks and
-the medians over rounds serve the whole-loop benchmark too."""
+float32, and the issue's targets, each with its measured value and whether it was met."""
 
 from __future__ import annotations
 
@@ -10,12 +9,12 @@ import math
 import statistics
 from typing import Callable
 
-from benchmarks.flops import train_step_flops
-from benchmarks.measure import generate_key
-from benchmarks.roofline import bytes_per_word, roofline_words_per_s
-from benchmarks.shapes import TRANSFORMER, Shape
+from benchmarks.common.rounds import FRAMEWORKS, median_values
+from benchmarks.step_time.flops import train_step_flops
+from benchmarks.step_time.measure import generate_key
+from benchmarks.step_time.roofline import bytes_per_word, roofline_words_per_s
+from benchmarks.step_time.shapes import TRANSFORMER, Shape
 
-FRAMEWORKS = {"lm_jax": "lm_jax", "pytorch": "PyTorch"}  # key -> label; workers run in this order
 # ratio name -> the throughput it compares; every ratio is lm_jax's over PyTorch's in the same round and dtype,
 # so > 1 means lm_jax is faster. A ratio exists where both frameworks measured it (no recurrence forward for
 # the transformer).
@@ -64,12 +63,6 @@ def summarise(shape: Shape, runs: dict[str, list[dict]], bandwidth_gb_per_s: flo
       },
       "breakdown": breakdown,
   }
-
-
-def median_values(runs: list[dict]) -> dict[str, float]:
-  """Per numeric result, its median over the runs."""
-  numeric = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
-  return {key: statistics.median(run[key] for run in runs) for key in numeric}
 
 
 def dtype_speedups(configs: list[dict]) -> list[dict]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from lm_jax.models.cells import CELLS
 
-from benchmarks.shapes import TRANSFORMER, Shape
+from benchmarks.step_time.shapes import TRANSFORMER, Shape
 
 FORMULA = ("3 x [sum over layers L + 2·T·B·H·V]; rnn layer L = 2·T·B·I·G·H + 2·T·B·H·G·H (I = input size, G = "
            "gates: LSTM 4, GRU 3, RNN 1); transformer layer L = 2·T·B·(3E² + E² + 2·E·F) + 2·(2·B·T²·E) (qkv and "

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import machine, summary
-from benchmarks.flops import train_step_flops
-from benchmarks.measure import generate_key
-from benchmarks.roofline import bytes_per_word, roofline_words_per_s
-from benchmarks.shapes import QUICK_VOCAB, make_shape
-from tests.conftest import REPO, quick_benchmark
+from benchmarks.common import machine
+from benchmarks.common.worker import REPO
+from benchmarks.conftest import quick_benchmark
+from benchmarks.step_time import summary
+from benchmarks.step_time.flops import train_step_flops
+from benchmarks.step_time.measure import generate_key
+from benchmarks.step_time.roofline import bytes_per_word, roofline_words_per_s
+from benchmarks.step_time.shapes import QUICK_VOCAB, make_shape
 
 
 def quick_shape(model: str, dtype: str = "float32", size: str = "quick"):
@@ -171,25 +173,26 @@ def test_bad_flags_are_one_line_errors(flag, message, tmp_path):
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   output_dir = tmp_path_factory.mktemp("bench")
   # One rnn cell and the transformer in both dtypes: every path of both workloads (the other cells differ
-  # from the lstm in one argument; the FLOP tests cover them).
-  return output_dir, quick_benchmark("step_time", output_dir, "--models=lstm,transformer", "--dtypes=float32,bfloat16")
+  # from the gru in one argument; the FLOP tests cover them). Not the lstm: PyTorch's bfloat16 LSTM on a CPU
+  # (oneDNN's) needs native bfloat16, and CI's CPU may lack it.
+  return output_dir, quick_benchmark("step_time", output_dir, "--models=gru,transformer", "--dtypes=float32,bfloat16")
 
 
 def test_quick_run_measures_every_model_and_dtype_in_both_frameworks(quick_run):
   _, results = quick_run
   assert [(c["model"], c["vocab"], c["dtype"]) for c in results["configs"]] == [
-      ("lstm", QUICK_VOCAB, "float32"), ("lstm", QUICK_VOCAB, "bfloat16"),
+      ("gru", QUICK_VOCAB, "float32"), ("gru", QUICK_VOCAB, "bfloat16"),
       ("transformer", QUICK_VOCAB, "float32"), ("transformer", QUICK_VOCAB, "bfloat16")]
   for config in results["configs"]:
     for framework, samples in (("lm_jax", (1, 32)), ("pytorch", (1,))):
       (run,) = config["runs"][framework]
       keys = ["train_ms", "train_tokens_per_s", "eval_tokens_per_s", *map(generate_key, samples)]
-      for key in keys + (["recurrence_forward_tokens_per_s"] if config["model"] == "lstm" else []):
+      for key in keys + (["recurrence_forward_tokens_per_s"] if config["model"] == "gru" else []):
         assert math.isfinite(run[key]) and run[key] > 0, (config["model"], config["dtype"], framework, key)
       assert generate_key(32) in run if framework == "lm_jax" else generate_key(32) not in run
     assert config["train_step_flops"] == train_step_flops(quick_shape(config["model"], config["dtype"]))
-    assert ("recurrence_forward" in config["ratios"]) == (config["model"] == "lstm")
-  assert [(row["model"], row["vocab"]) for row in results["dtype_speedups"]] == [("lstm", QUICK_VOCAB),
+    assert ("recurrence_forward" in config["ratios"]) == (config["model"] == "gru")
+  assert [(row["model"], row["vocab"]) for row in results["dtype_speedups"]] == [("gru", QUICK_VOCAB),
                                                                                   ("transformer", QUICK_VOCAB)]
   assert results["machine"]["bandwidth_gb_per_s"] > 0
 
@@ -206,7 +209,7 @@ def test_quick_run_writes_the_report(quick_run):
   output_dir, results = quick_run
   stem = output_dir / f"{results['machine']['name']}-quick"
   text = stem.with_suffix(".md").read_text()
-  for row in ("| lstm | quick | 500 | float32 |", "| transformer | quick | 500 | bfloat16 |",
+  for row in ("| gru | quick | 500 | float32 |", "| transformer | quick | 500 | bfloat16 |",
               "## bfloat16 against float32", "## Generation", "## Recurrence forward"):
     assert row in text
   if importlib.util.find_spec("matplotlib") is not None:

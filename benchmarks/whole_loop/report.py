@@ -8,7 +8,8 @@ from pathlib import Path
 
 from lm_jax.errors import UserError
 
-from benchmarks import plots, report, summary
+from benchmarks.common import plots, report
+from benchmarks.common.rounds import FRAMEWORKS, median_values
 
 TARGET_SPEEDUP = 1.4
 
@@ -38,7 +39,7 @@ def summarise(dataset: str, config: dict, train_tokens: int, windows: int, token
   ratios = [torch_run["timed_s"] / jax_run["timed_s"] for jax_run, torch_run in zip(runs["lm_jax"], runs["pytorch"])]
   return {"dataset": dataset, "cell": config["model"]["cell"], "config": config, "train_tokens": train_tokens,
           "windows": windows, "timed_tokens": tokens, "runs": rated,
-          "median": {framework: summary.median_values(framework_runs) for framework, framework_runs in rated.items()},
+          "median": {framework: median_values(framework_runs) for framework, framework_runs in rated.items()},
           "ratios": ratios, "median_ratio": statistics.median(ratios)}
 
 
@@ -69,11 +70,10 @@ def markdown(results: dict) -> str:
       "of one lm_jax worker then one PyTorch worker; each speedup is PyTorch's time over lm_jax's within one "
       "round, the median is over rounds.",
       "",
-      "- lm_jax: the trainer's own loop (`lm_jax.train._Loop.train_epoch`): per window the jitted step slicing "
-      "its window from the split on the device and the SIGTERM check; every log_interval windows the interval's "
-      "loss and gradient norm read back (a host sync), the log line and a metrics record (metrics.jsonl, "
-      "TensorBoard events when tensorboardX is installed). Also timed: one extra sync at the first timed window "
-      "(the loop's first-step line). Checkpoints off (`checkpoint_every=0`).",
+      "- lm_jax: the trainer's own loop (`lm_jax.train.train_windows` over the timed windows, after "
+      "`setup_run` and `start`): per window the jitted step slicing its window from the split on the device and "
+      "the SIGTERM check; every log_interval windows the interval's loss and gradient norm read back (a host "
+      "sync) and the log line. Nothing checkpointed.",
       "- PyTorch: main.py's train() with torch_reference's model: get_batch, repackage_hidden, zero_grad, forward, "
       "cross-entropy, backward, clip_grad_norm_, p -= lr * grad, `total_loss += loss.item()` (a host sync) every "
       "window, main.py's log line every log_interval windows.",
@@ -87,7 +87,7 @@ def markdown(results: dict) -> str:
             "|---|---|" + "---:|" * 8]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    log_lines = " / ".join(",".join(str(run["log_lines"]) for run in c["runs"][f]) for f in summary.FRAMEWORKS)
+    log_lines = " / ".join(",".join(str(run["log_lines"]) for run in c["runs"][f]) for f in FRAMEWORKS)
     lines.append(f"| {c['dataset']} | {c['cell']} | {c['windows']} | {jax_m['ms_per_window']:.2f} "
                  f"| {torch_m['ms_per_window']:.2f} | {jax_m['tokens_per_s']:,.0f} | {torch_m['tokens_per_s']:,.0f} "
                  f"| {log_lines} | {', '.join(f'{r:.2f}' for r in c['ratios'])} | {c['median_ratio']:.2f}x |")
@@ -107,7 +107,7 @@ def plot(results: dict, path: Path) -> bool:
   """ms per window, lm_jax vs PyTorch per dataset, one panel per cell."""
   cells = dict.fromkeys(c["cell"] for c in results["configs"])
   panels = {cell: [(c["dataset"], {label: c["median"][framework]["ms_per_window"]
-                                   for framework, label in summary.FRAMEWORKS.items()}, c["median_ratio"])
+                                   for framework, label in FRAMEWORKS.items()}, c["median_ratio"])
                    for c in results["configs"] if c["cell"] == cell] for cell in cells}
   return plots.time_bars(panels, "ms per window, whole loop (lower is faster)",
                          f"whole training loop: {results['machine']['name']}", path)

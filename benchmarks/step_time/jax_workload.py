@@ -1,5 +1,6 @@
 """The lm_jax workload: the trainer's own model (the `rnn` family with the shape's cell, or `transformer`),
-optimiser, train step, Evaluator and generator at a given `Shape`, behind the `Workload` interface."""
+optimiser, train step, Evaluator and generator at a given `Shape`, behind the `Workload` interface; and the
+step breakdown of the report, lm_jax/profile.py's (the mechanism behind lm-jax-profile) at the shape."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from lm_jax.generate import generate
 from lm_jax.models.interface import LanguageModel
 from lm_jax.models.registry import model_from_config
 from lm_jax.optim import make_optimizer
+from lm_jax.profile import profile_step
 
-from benchmarks.measure import Workload
-from benchmarks.shapes import TRANSFORMER, Shape, random_stream
+from benchmarks.step_time.measure import Workload
+from benchmarks.step_time.shapes import TRANSFORMER, Shape, random_stream
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -106,3 +108,10 @@ def build(shape: Shape) -> Workload:
       device_peak_mib=device_peak_mib,
       device=str(jax.devices()[0].device_kind),
   )
+
+
+def step_breakdown(shape: Shape) -> dict:
+  """The profile's JSON: step_ms, parts_ms (summing to step_ms with 'rest'), percent, per_time_step_ms."""
+  s = setup(shape)
+  train_step = steps.make_train_step(s.model, s.optimizer, shape.bptt)
+  return profile_step(s.model, s.optimizer, s.state, train_step, s.train, shape.bptt, shape.steps).to_json()

@@ -1,5 +1,5 @@
-"""PyTorch's side of the whole-loop benchmark (benchmarks/whole_loop.py): the reference main.py's train() over
-the first windows of an epoch, built from torch_reference/word_language_model.py.
+"""PyTorch's side of the whole-loop benchmark: the reference main.py's train() over the first windows of an epoch,
+built from torch_reference/word_language_model.py.
 
 Per window, as main.py: get_batch's slice of the batchified split on the device, then the train step
 (repackage_hidden, zero_grad, forward, cross-entropy, backward, clip_grad_norm_, p -= lr * grad, all in
@@ -16,8 +16,8 @@ from typing import Iterator
 
 import torch
 
-from benchmarks.measure import peak_rss_mib
-from benchmarks.torch_workload import device_description, prepare
+from benchmarks.common.timing import peak_rss_mib
+from benchmarks.common.torch_device import device_description, prepare
 from torch_reference.word_language_model import TorchRNNModel, batchify, read_corpus, train_window, window
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from benchmarks import machine
+from benchmarks.common import machine
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained model (lm-jax-train or lm-jax-import).")
 _CACHE_PRESET = flags.DEFINE_enum("cache_preset", "ptb", ["ptb", "wt2"], "Cache values (awd-lstm-lm README).")

@@ -9,7 +9,7 @@ from typing import Callable
 
 from lm_jax.workdir import write_atomically
 
-from benchmarks.worker import REPO, progress
+from benchmarks.common.worker import REPO, progress
 
 
 def output_dir(requested: str | None, quick: bool) -> Path:

@@ -1,43 +1,24 @@
-"""The step-time report's markdown and plot, from the results step_time gathers (figures from summary.py),
-and the opening and targets table every benchmark report shares."""
+"""The step-time report's markdown and plot, from the results step_time gathers (figures from summary.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import plots
-from benchmarks.breakdown import DERIVATION
-from benchmarks.flops import FORMULA
-from benchmarks.measure import generate_key
-from benchmarks.roofline import FORMULA as ROOFLINE_FORMULA
-from benchmarks.shapes import TRANSFORMER
-from benchmarks.summary import FRAMEWORKS, compilations
+from lm_jax.profile import DERIVATION
+
+from benchmarks.common import plots
+from benchmarks.common.report import machine_lines, targets_lines
+from benchmarks.common.rounds import FRAMEWORKS
+from benchmarks.step_time.flops import FORMULA
+from benchmarks.step_time.measure import generate_key
+from benchmarks.step_time.roofline import FORMULA as ROOFLINE_FORMULA
+from benchmarks.step_time.shapes import TRANSFORMER
+from benchmarks.step_time.summary import compilations
 
 MATMUL_CEILING = {"float32": "jax_matmul_gflops", "bfloat16": "jax_bf16_matmul_gflops"}  # dtype -> machine key
 DTYPE_LABELS = {"float32": "f32", "bfloat16": "bf16"}
-
-
-def machine_lines(results: dict, torch_device: str) -> list[str]:
-  """A report's opening: date, both frameworks' devices, CPU, library versions, the matmul ceilings, the
-  memory bandwidth and native bfloat16."""
-  machine = results["machine"]
-  n = machine["matmul_n"]
-  return [
-      f"{results['date']} · JAX device {machine['device_kind']} ({machine['platform']}) · PyTorch device "
-      f"{torch_device} · CPU {machine['cpu']} x {machine['cpu_count']}",
-      "",
-      " · ".join(f"{name} {version}" for name, version in machine["versions"].items()),
-      "",
-      f"Matmul ceilings ({n}² @ {n}², best of 5): jax float32 {machine['jax_matmul_gflops']:.1f} GFLOP/s, "
-      f"bfloat16 (float32 accumulation) {machine['jax_bf16_matmul_gflops']:.1f} GFLOP/s; numpy float32 "
-      f"{machine['numpy_matmul_gflops']:.1f} GFLOP/s. Memory bandwidth (jitted sum of {machine['bandwidth_mib']} MiB, "
-      f"best of 5): {machine['bandwidth_gb_per_s']:.1f} GB/s. Native bfloat16: {machine['bfloat16_support'] or 'none'}.",
-  ]
-
-
-def targets_lines(targets: list[dict]) -> list[str]:
-  return (["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-          + [f"| {t['target']} | {t['measured'] or '-'} | {_verdict(t['met'])} |" for t in targets])
+# How the workers ran, unless the results say otherwise (a GPU run measuring a group of configs per process).
+FRESH_WORKERS = "one lm_jax worker process then one PyTorch worker process"
 
 
 def markdown(results: dict) -> str:
@@ -48,8 +29,8 @@ def markdown(results: dict) -> str:
       *machine_lines(results, configs[0]["runs"]["pytorch"][0]["device"]),
       "",
       f"Dtypes measured: {', '.join(_dtypes(configs))} ({results['dtypes_reason']}). Each config ran "
-      f"{results['rounds']} round(s) of one lm_jax worker process then one PyTorch worker process, "
-      "both in the config's dtype (lm_jax's config.model.matmul_dtype, PyTorch's torch.autocast); every ratio is "
+      f"{results['rounds']} round(s) of {results.get('workers', FRESH_WORKERS)}, both in the config's dtype "
+      "(lm_jax's config.model.matmul_dtype, PyTorch's torch.autocast); every ratio is "
       "lm_jax's throughput over PyTorch's within one round, and the median is over rounds. Times are medians of "
       "calls after warm-up; compile time is the first call minus that median.",
   ]
@@ -176,10 +157,6 @@ def _ratios(config: dict, name: str) -> str:
 
 def _mib(value: float | None) -> str:
   return "-" if value is None else f"{value:,.0f}"
-
-
-def _verdict(met: bool | None) -> str:
-  return {True: "met", False: "**not met**", None: "not measured"}[met]
 
 
 def plot(results: dict, path: Path) -> bool:

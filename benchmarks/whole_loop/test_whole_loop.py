@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import loop_report
 from lm_jax.config import reference_config
 from lm_jax.data.batching import window_bounds
 from lm_jax.data.sources import load_corpus
 from lm_jax.data.synthetic import generate_synthetic
 from lm_jax.errors import UserError
-from tests.conftest import REPO, quick_benchmark
+
+from benchmarks.common.worker import REPO
+from benchmarks.conftest import quick_benchmark
+from benchmarks.whole_loop import report as loop_report
+from benchmarks.whole_loop.jax_loop import LogLines
 
 NEEDS_TORCH = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="PyTorch is not installed; the PyTorch side of the benchmark needs it")
@@ -62,6 +65,17 @@ def test_speedups_rates_and_medians_by_hand():
   assert loop_report.targets([{**c, "median_ratio": 1.39, "dataset": "wikitext-2"}])[0]["met"] is False
 
 
+def test_log_lines_are_counted_on_stdout_and_stderr_and_passed_on(capsys):
+  line = "| epoch   1 |   200/ 2983 batches | lr 20 | ms/batch 61.02 | loss  7.05 | ppl  1152.39"
+  with LogLines() as log_lines:
+    print(line + "\n| first train step of the epoch, compilation included: 3.1s")
+    print(line.replace("200/", "400/"), file=sys.stderr, end="")
+    sys.stderr.write("\n")
+  assert log_lines.count == 2
+  assert capsys.readouterr() == (line + "\n| first train step of the epoch, compilation included: 3.1s\n",
+                                 line.replace("200/", "400/") + "\n")
+
+
 def write_corpus(directory: Path) -> None:
   """A tiny corpus in the reference's layout: 6,000 training tokens make 8 full windows at batch 20, bptt 35."""
   splits = generate_synthetic(seed=0, vocab_size=200, num_classes=8, train_tokens=6000, valid_tokens=600,
@@ -89,7 +103,7 @@ def test_a_missing_corpus_is_one_line_and_writes_nothing(tmp_path):
   done = subprocess.run([sys.executable, "-m", "benchmarks.whole_loop", f"--data_root={tmp_path}", "--datasets=ptb",
                          f"--output_dir={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 2
-  assert done.stderr.strip() == (f"whole_loop.py: error: no ptb corpus: {tmp_path / 'ptb'} is not a directory; pass "
+  assert done.stderr.strip() == (f"whole_loop: error: no ptb corpus: {tmp_path / 'ptb'} is not a directory; pass "
                                  "--data_root=DIR holding ptb/train.txt, valid.txt and test.txt, or leave ptb out of "
                                  "--datasets")
   assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.measure import seconds
+from benchmarks.common.timing import seconds
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lm_jax.models.cells import CELLS
 
-from benchmarks.shapes import TRANSFORMER, Shape
+from benchmarks.step_time.shapes import TRANSFORMER, Shape
 
 FLOAT32_BYTES = 4
 FORMULA = ("roofline words/s = memory bandwidth / bytes read per word at N = 1: 4 bytes x (embedding row E + per "

@@ -1,15 +1,19 @@
 """One framework-neutral interface (`Workload`) and the one procedure that times it, so lm_jax and
-PyTorch are measured by exactly the same code."""
+PyTorch are measured by exactly the same code; `run` is a worker process's measurement of one shape."""
 
 from __future__ import annotations
 
 import dataclasses
-import resource
-import statistics
+import importlib
 import time
 from typing import Callable
 
-from benchmarks.shapes import Shape
+from benchmarks.common.timing import median_seconds, peak_rss_mib, seconds
+from benchmarks.common.worker import progress
+from benchmarks.step_time.shapes import Shape
+
+# Only the framework measured is imported into its worker.
+WORKLOADS = {"lm_jax": "benchmarks.step_time.jax_workload", "pytorch": "benchmarks.step_time.torch_workload"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,23 +30,9 @@ class Workload:
   device: str
 
 
-def seconds(fn: Callable[[], None]) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
-
-
-def median_seconds(fn: Callable[[], None], calls: int) -> float:
-  return statistics.median(seconds(fn) for _ in range(calls))
-
-
 def generate_key(num_samples: int, quantity: str = "words_per_s") -> str:
   """The result key of generation's `quantity` (words_per_s, compile_s) with `num_samples` samples at once."""
   return f"generate_n{num_samples}_{quantity}"
-
-
-def peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def measure(workload: Workload, shape: Shape) -> dict:
@@ -82,3 +72,27 @@ def measure(workload: Workload, shape: Shape) -> dict:
       "peak_rss_mib": peak_rss_mib(),
       "device_peak_mib": workload.device_peak_mib(),
   }
+
+
+def run(framework: str, shape: dict, breakdown: bool = False) -> dict:
+  """A worker's measurement of `shape` (as a dict) in `framework`, with lm_jax's step breakdown if asked."""
+  shape = Shape(**{**shape, "gen_samples": tuple(shape["gen_samples"])})  # JSON made it a list
+  result = measure(importlib.import_module(WORKLOADS[framework]).build(shape), shape)
+  if breakdown:
+    from benchmarks.step_time.jax_workload import step_breakdown
+    result["breakdown"] = step_breakdown(shape)
+  return result
+
+
+def run_many(framework: str, shapes: list[dict], deadline: float | None = None) -> list[dict]:
+  """`run` of each shape in turn in this one process, none started after `deadline` (a time.time()): the
+  results of those measured, in order."""
+  results = []
+  for shape in shapes:
+    if deadline is not None and time.time() > deadline:
+      progress(f"  time is up: {len(shapes) - len(results)} config(s) left unmeasured")
+      break
+    results.append(run(framework, shape))
+    progress(f"  {shape['model']} {shape['size']} V{shape['vocab']:,} {shape['dtype']}: "
+             f"{results[-1]['train_ms']:.2f} ms/step")
+  return results

@@ -4,29 +4,13 @@ generate loop. A bfloat16 shape runs them under torch.autocast (the forward and 
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from benchmarks.measure import Workload
-from benchmarks.shapes import TRANSFORMER, Shape, random_stream
+from benchmarks.common.torch_device import device_description, prepare
+from benchmarks.step_time.measure import Workload
+from benchmarks.step_time.shapes import TRANSFORMER, Shape, random_stream
 from torch_reference import transformer, word_language_model
 from torch_reference.word_language_model import batchify, evaluate, train_window, window
-
-
-def prepare(seed: int) -> torch.device:
-  """Every PyTorch measurement's settings; returns the device: the GPU when there is one."""
-  torch.set_num_threads(os.cpu_count())
-  # XLA:CPU flushes denormal results to zero; PyTorch by default does not, and its tanh RNN at 2x650
-  # then spends ~17x longer per step in denormal arithmetic (9.2 s against 0.53 s, measured here).
-  # Like against like: both flush.
-  torch.set_flush_denormal(True)
-  torch.manual_seed(seed)
-  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def device_description(device: torch.device) -> str:
-  return torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
 
 
 def build(shape: Shape) -> Workload:
@@ -73,3 +57,4 @@ def build(shape: Shape) -> Workload:
       device_peak_mib=lambda: torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None,
       device=device_description(device),
   )
+

@@ -1,0 +1,1 @@
+"""What every benchmark shares: the machine's description, timing, worker processes, report files and plots."""
