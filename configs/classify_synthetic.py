@@ -15,7 +15,7 @@ def get_config(recipe: str = "cnn"):
     c.model.update(emsize=64, filter_maps=50)
   elif recipe == "rnn":
     c = classify_config("rnn")
-    c.model.update(emsize=64, nhid=64, readout="mean", hidden=0, max_len=0)
+    c.model.update(emsize=64, nhid=64, readout="mean", hidden=0)
     c.optim.update(name="adam", lr=3e-3)
   else:
     raise ValueError(f"unknown recipe {recipe!r}: use cnn or rnn")

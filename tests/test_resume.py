@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, metrics, runner, train as train_lib
+from lm_jax import checkpoints, lm_run, metrics, runner
 from lm_jax.errors import UserError
 from lm_jax.models.registry import model_from_config
 from lm_jax.train import train_and_evaluate
@@ -236,7 +236,7 @@ def test_nan_in_the_middle_of_an_epoch_stops_and_resume_gives_the_uninterrupted_
                                                                                      monkeypatch):
   """Step 14 returns poisoned parameters and a NaN loss: the run stops there with TrainingDiverged, and the
   checkpoint of step 12 (before it) is what a resume continues from."""
-  make_train_step = train_lib.make_train_step
+  make_train_step = lm_run.make_train_step
 
   def poisoned_make_train_step(*args, **kwargs):
     step = make_train_step(*args, **kwargs)
@@ -250,7 +250,7 @@ def test_nan_in_the_middle_of_an_epoch_stops_and_resume_gives_the_uninterrupted_
 
     return train_step
 
-  monkeypatch.setattr(train_lib, "make_train_step", poisoned_make_train_step)
+  monkeypatch.setattr(lm_run, "make_train_step", poisoned_make_train_step)
   workdir = str(tmp_path / "run")
   with pytest.raises(runner.TrainingDiverged, match=r"training loss at epoch 1, batch 14 became nan; the last good "
                      r"checkpoint in .* is kept"):

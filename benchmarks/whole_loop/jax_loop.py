@@ -8,7 +8,8 @@ first windows of epoch 1, set up as a training run sets it up.
 `train_windows` runs the given windows of the current epoch in order, as every training run does: the jitted,
 shard_mapped train step cutting its window from the split already on the device, the SIGTERM check, and every
 `log_interval` windows the interval means read back from the device (the host sync) and the log line, which
-this module counts as it passes through. The workdir is a temporary one; nothing is checkpointed.
+this module counts as it passes through, and its metrics record. The workdir is a temporary one; nothing is
+checkpointed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def run(config: dict, warmup: int, windows: int) -> dict:
     training = lm_run.setup_run(config, workdir)  # reads, tokenises, batchifies the three splits onto the devices
     load_s = time.perf_counter() - begin
     state, progress = lm_run.start(training, resuming=False)
+    training.report.open_metrics(workdir, resumed_at=None)  # as a run: each log line writes a metrics record
     epoch = lm_run.epoch_windows(training, 1)
     # As in a training run: the windows are those of an epoch of len(epoch), logged at its log_interval.
     train_windows = lambda state, progress, windows: jax.block_until_ready(
@@ -50,6 +52,7 @@ def run(config: dict, warmup: int, windows: int) -> dict:
         begin = time.perf_counter()
         train_windows(state, progress, epoch[warmup:warmup + windows])
         timed_s = time.perf_counter() - begin
+    training.report.close()
   return {"device": str(jax.devices()[0].device_kind), "load_s": load_s, "warmup_s": warmup_s, "timed_s": timed_s,
           "log_lines": log_lines.count, "peak_rss_mib": peak_rss_mib()}
 
