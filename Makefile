@@ -29,7 +29,7 @@ demo: install
 ## run them, as .ci/run does).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 ## The wheels the GPU machine's image lacks (Python 3.12, no network there), for benchmarks/gpu/check.sh to carry:
 ## lm_jax's dependencies not in that image, pure Python, their own needs all in it (benchmarks/README.md).

@@ -190,14 +190,21 @@ def test_memory_carries_the_previous_window_at_consistent_positions():
 
 def whole_sequence_generate(model, params, rng, num_words, temperature, prompt_ids=None) -> list[int]:
   """lm_jax.generate's sampling, each word from the whole sequence so far fed from init_carry (the
-  reference's way) rather than from the cache."""
+  reference's way) rather than from the cache. The sequence is padded to its final length so that one program
+  serves every step: attention is causal, so the positions after the last word change nothing before it."""
   first_rng, rng = jax.random.split(rng)
   sequence = list(prompt_ids) if prompt_ids is not None else [int(jax.random.randint(first_rng, (1,), 0, 40)[0])]
-  next_logits = jax.jit(lambda tokens_T: model.logits(
-      params, model.features(params, tokens_T[:, None], model.init_carry(1)).features_TxBxH[-1:])[0, 0])
+  length = len(sequence) + num_words
+
+  @jax.jit
+  def next_logits(tokens_T, last):
+    features_TxBxH = model.features(params, tokens_T[:, None], model.init_carry(1)).features_TxBxH
+    return model.logits(params, jax.lax.dynamic_slice_in_dim(features_TxBxH, last, 1))[0, 0]
+
   words = []
   for step_rng in jax.random.split(rng, num_words):
-    word = int(sample_word(step_rng, sampling_logits(next_logits(jnp.asarray(sequence)), temperature, 0)))
+    padded_T = jnp.asarray(sequence + [0] * (length - len(sequence)))
+    word = int(sample_word(step_rng, sampling_logits(next_logits(padded_T, len(sequence) - 1), temperature, 0)))
     sequence.append(word)
     words.append(word)
   return words
