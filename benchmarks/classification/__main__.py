@@ -3,7 +3,7 @@ the same splits, and Kim's CNN's speed against the PyTorch reference (issue #21)
 
   python -m benchmarks.classification [--datasets=mr,sst1,sst2,trec] [--models=cnn] [--baselines=nbsvm,fasttext]
       [--data_root=../shared/data] [--epochs=N] [--rounds=3] [--speed_length=64] [--parts=accuracy,baselines,speed]
-      [--merge] [--output_dir=benchmarks/results] [--quick]
+      [--runs_dir=DIR] [--merge] [--output_dir=benchmarks/results] [--quick]
 
 Every measurement is a worker process: each (dataset, model) trained by lm_jax's train_and_evaluate (accuracy.py),
 each (dataset, baseline) on the same runs (baselines.py), and Kim's CNN timed in rounds of one lm_jax worker then one
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ flags.DEFINE_integer("epochs", None, "train every lm_jax model this many epochs 
 flags.DEFINE_integer("rounds", 3, "alternating lm_jax/PyTorch worker pairs timing Kim's CNN (--quick: 1)")
 flags.DEFINE_integer("speed_length", Shape.length, "tokens per row of the timed batches (a bucket length)")
 flags.DEFINE_list("parts", list(PARTS), f"what to measure, of {', '.join(PARTS)}")
+flags.DEFINE_string("runs_dir", None, "keep each lm_jax run in DIR/<dataset>-<model> and resume it there: the same "
+                    "command continues an interrupted benchmark, finished runs are only scored again (default: "
+                    "temporary workdirs)")
 flags.DEFINE_bool("merge", False, "keep the rows of the report already in --output_dir that this run does not "
                   "measure (a long benchmark in pieces)")
 flags.DEFINE_string("output_dir", None, "where the report goes (default benchmarks/results; --quick: a new "
@@ -96,8 +100,9 @@ def measure_accuracy(planned: dict) -> tuple[list[dict], list[dict]]:
   rows, skipped = [], []
   for dataset, model, config in planned["models"]:
     progress(f"{dataset} {model}: lm_jax, {config['epochs']} epochs")
+    workdir = os.path.abspath(os.path.join(FLAGS.runs_dir, f"{dataset}-{model}")) if FLAGS.runs_dir else None
     rows.append({"dataset": dataset, "model": model, **call_worker("benchmarks.classification.accuracy:run",
-                                                                   {"config": config}, "lm_jax")})
+                                                                   {"config": config, "workdir": workdir}, "lm_jax")})
     progress(f"  test accuracy {report.percent(rows[-1])} in {rows[-1]['train_s']:.0f} s")
   for dataset, baseline, data in planned["baselines"]:
     reason = missing_reason(baseline)

@@ -72,5 +72,5 @@ def run(baseline: str, data: dict) -> dict:
   records = [evaluate_fold(BASELINES[baseline], fold, c, len(corpus.classes)) for fold in evaluation_folds(corpus, c)]
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   chosen = BASELINES[baseline].hyperparameter
-  return {**fold_summary(records), "train_s": wall, "cpu_s": cpu, "hyperparameter": chosen,
+  return {**fold_summary(records), "train_s": wall, "wall_s": wall, "cpu_s": cpu, "hyperparameter": chosen,
           "chosen": [record[chosen] for record in records], "peak_rss_mib": peak_rss_mib()}

@@ -123,14 +123,15 @@ def _setting(row: dict) -> str:
 def accuracy_lines(rows: list[dict], skipped: list[dict]) -> list[str]:
   lines = ["## Accuracy", "",
            "| dataset | model | test accuracy % | published % | macro-F1 | runs | epochs, or the dev-chosen setting "
-           "| wall s | CPU s | peak RSS MiB | note |",
-           "|---|---|---:|---|---:|---:|---|---:|---:|---:|---|"]
+           "| train s | worker wall s | worker CPU s | peak RSS MiB | note |",
+           "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---|"]
   for row in rows:
-    note = f"from the report of {row['carried_from']}" if "carried_from" in row else ""
+    notes = ["resumed: wall and CPU s are this worker's part"] if row.get("resumed") else []
+    notes += [f"from the report of {row['carried_from']}"] if "carried_from" in row else []
     lines.append(f"| {row['dataset']} | {row['model']} | {percent(row)} | {_published(row)} | {row['macro_f1']:.3f} "
-                 f"| {row['runs']} | {_setting(row)} | {row['train_s']:,.1f} | {row['cpu_s']:,.1f} "
-                 f"| {row['peak_rss_mib']:,.0f} | {note} |")
-  lines += [f"| {s['dataset']} | {s['model']} | skipped: {s['reason']} |" + " |" * 8 for s in skipped]
+                 f"| {row['runs']} | {_setting(row)} | {row['train_s']:,.1f} | {row['wall_s']:,.1f} "
+                 f"| {row['cpu_s']:,.1f} | {row['peak_rss_mib']:,.0f} | {'; '.join(notes)} |")
+  lines += [f"| {s['dataset']} | {s['model']} | skipped: {s['reason']} |" + " |" * 9 for s in skipped]
   lines += ["", "Published figures (test accuracy %; MR: 10-fold cross-validation):", "",
             "| row | source | " + " | ".join(DATASET_COLUMNS) + " |", "|---|---|" + "---:|" * len(DATASET_COLUMNS)]
   for name, (source, values) in PUBLISHED.items():
@@ -189,9 +190,10 @@ def markdown(results: dict) -> str:
       "chosen on its dev split.",
       "- Test accuracy %: the corpus's test split, or on MR the mean ± standard deviation over stratified 10-fold "
       "cross-validation (every sentence tested once); a dev split of 10% is held out of train where the corpus has "
-      "none (Kim's). Macro-F1: the mean of the classes' F1, averaged over the runs. Time: the worker's wall and CPU "
-      "seconds from reading the corpus to the last test score (every fold; lm_jax's compilation, per-epoch dev "
-      "scoring and checkpoints included); peak RSS: the worker's.",
+      "none (Kim's). Macro-F1: the mean of the classes' F1, averaged over the runs. Train s: lm_jax's epochs' training "
+      "time summed over every epoch and run (compilation included; not the dev scoring, checkpoints or corpus), a "
+      "baseline's whole fit, selection and prediction; worker wall and CPU s: the worker process's, from reading the "
+      "corpus to the last test score; peak RSS: the worker's.",
   ]
   if results["quick"]:
     lines += ["", "**Quick smoke test on tiny models and corpora: these figures mean nothing.**"]

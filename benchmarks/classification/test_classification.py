@@ -6,6 +6,7 @@ valid, a missing corpus as one line, and one `--quick` run end to end on a tiny 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -163,7 +164,8 @@ def test_a_missing_corpus_is_one_line_and_writes_nothing(tmp_path):
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   root = tmp_path_factory.mktemp("classification")
   write_mr(root / "mr")
-  return root / "out", quick_benchmark("classification", root / "out", "--datasets=mr", f"--data_root={root}")
+  return root, quick_benchmark("classification", root / "out", "--datasets=mr", f"--data_root={root}",
+                               f"--runs_dir={root / 'runs'}")
 
 
 def test_quick_run_scores_every_model_on_the_same_folds(quick_run):
@@ -201,8 +203,22 @@ def test_quick_run_pairs_both_frameworks_on_the_same_shapes_and_weights(quick_ru
   assert speed["max_probability_difference"] < 1e-5
 
 
+def test_quick_run_keeps_the_lm_jax_runs_and_sums_their_epochs(quick_run):
+  """--runs_dir: the cross-validated run kept as lm-jax-classify keeps it (a fold per directory, resumable); its
+  training time is every fold's epochs' seconds as their metrics.jsonl records hold them."""
+  root, results = quick_run
+  cnn = next(r for r in results["rows"] if r["model"] == "cnn")
+  folds = sorted((root / "runs" / "mr-cnn").glob("fold-*"))
+  assert [f.name for f in folds] == ["fold-1", "fold-2"] and not cnn["resumed"]
+  epoch_seconds = [json.loads(line)["epoch_seconds"] for fold in folds
+                   for line in (fold / "metrics.jsonl").read_text().splitlines() if "epoch_seconds" in line]
+  assert len(epoch_seconds) == datasets.QUICK_FOLDS * datasets.QUICK_EPOCHS
+  assert cnn["train_s"] == pytest.approx(sum(epoch_seconds)) and cnn["wall_s"] > cnn["train_s"]
+
+
 def test_quick_run_writes_the_report_with_every_target(quick_run):
-  output_dir, results = quick_run
+  root, results = quick_run
+  output_dir = root / "out"
   targets = {t["target"]: t for t in results["targets"]}
   mr = targets["Kim's CNN-rand on mr: within 1 point of his 76.1 (or above)"]
   cnn = next(r for r in results["rows"] if r["model"] == "cnn")
