@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -84,7 +85,7 @@ def measure(workload: Workload, shape: Shape) -> dict:
           "predict_ms": 1000 * predict_s, "predict_examples_per_s": shape.predict_batch / predict_s,
           "predict_compile_s": first_predict_s - predict_s,
           "probabilities": np.asarray(probs_BxC[:CHECKED_ROWS], np.float64).tolist(),
-          "peak_rss_mib": peak_rss_mib()}
+          "peak_rss_mib": peak_rss_mib(), "load_average": os.getloadavg()[0]}
 
 
 def run(framework: str, shape: dict, weights_path: str) -> dict:
