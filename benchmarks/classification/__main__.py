@@ -66,7 +66,7 @@ def chosen_settings() -> dict:
     shape = dataclasses.replace(shape, length=FLAGS.speed_length)
   return {"rounds": QUICK["rounds"] if quick else FLAGS.rounds,
           "datasets": QUICK["datasets"] if quick and not FLAGS["datasets"].present else FLAGS.datasets,
-          "shape": shape, "epochs": FLAGS.epochs or (datasets.QUICK_EPOCHS if quick else None),
+          "shape": shape, "epochs": datasets.QUICK_EPOCHS if quick and FLAGS.epochs is None else FLAGS.epochs,
           "matmul_n": QUICK["matmul_n"] if quick else 2048, "bandwidth_mib": QUICK["bandwidth_mib"] if quick else 512}
 
 
