@@ -152,6 +152,21 @@ def save(workdir: str, kind: str, step: int, state: dict, meta: dict) -> None:
                     "then run the same command with --resume") from None
 
 
+def checkpoint_mid_epoch(workdir: str, progress: Progress, epoch_length: int, every: int,
+                         stop: parallel.StopSignal | None, step_loss: Callable[[], float],
+                         save_latest: Callable[[], None]) -> None:
+  """After a train step: the `latest` checkpoint every `every` steps (0: none) and when SIGTERM asked to stop, then
+  Preempted. Not at the epoch's last batch: the epoch end, which follows at once, checkpoints then. A diverged
+  state (`step_loss()`, the step's loss) is never checkpointed."""
+  stopping = stop is not None and stop.reached(progress.step)
+  if progress.batch < epoch_length and (stopping or (every and progress.step % every == 0)):
+    epoch = progress.epochs_done + 1
+    stop_if_diverged(workdir, step_loss(), f"training loss at epoch {epoch}, batch {progress.batch}")
+    save_latest()
+    if stopping:
+      raise preempted(workdir, f"epoch {epoch}, batch {progress.batch}/{epoch_length}", progress.step)
+
+
 def preempted(workdir: str, where: str, step: int) -> Preempted:
   return Preempted(f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
                    f"{checkpoints.checkpoint_dir(workdir, checkpoints.LATEST)}; run the same command with --resume "

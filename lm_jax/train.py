@@ -70,15 +70,9 @@ def train_windows(run: Run, state: TrainState, progress: Progress, windows: list
       progress = dataclasses.replace(progress, train_loss_sum=_add_losses(progress.train_loss_sum, logged))
       _log_interval(run, logged, time.time() - interval_start, progress, total)
       interval, interval_start = [], time.time()
-    stopping = stop is not None and stop.reached(progress.step)
-    every = config.checkpoint_every
-    if progress.batch < total and (stopping or (every and progress.step % every == 0)):
-      # A diverged state is never checkpointed.
-      runner.stop_if_diverged(run.workdir, float(step_metrics["loss"]),
-                              f"training loss at epoch {epoch}, batch {progress.batch}")
-      save_latest(run, state, _with_unlogged(progress, interval))
-      if stopping:
-        raise runner.preempted(run.workdir, f"epoch {epoch}, batch {progress.batch}/{total}", progress.step)
+    runner.checkpoint_mid_epoch(run.workdir, progress, total, config.checkpoint_every, stop,
+                                lambda: float(step_metrics["loss"]),
+                                lambda: save_latest(run, state, _with_unlogged(progress, interval)))
   bar.close()
   return state, _with_unlogged(progress, interval)
 

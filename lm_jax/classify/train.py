@@ -49,14 +49,8 @@ def train_epoch(run: Run, state: TrainState, progress: Progress,
     if progress.batch % config.log_interval == 0 or progress.batch == len(batches):
       _log_interval(run, jax.device_get(interval), time.time() - interval_start, progress, len(batches))
       interval, interval_start = [], time.time()
-    stopping = stop.reached(progress.step)
-    every = config.checkpoint_every
-    if progress.batch < len(batches) and (stopping or (every and progress.step % every == 0)):
-      runner.stop_if_diverged(run.workdir, float(step_metrics["loss"]),
-                              f"training loss at epoch {epoch}, batch {progress.batch}")  # never checkpointed
-      save_latest(run, state, progress)
-      if stopping:
-        raise runner.preempted(run.workdir, f"epoch {epoch}, batch {progress.batch}/{len(batches)}", progress.step)
+    runner.checkpoint_mid_epoch(run.workdir, progress, len(batches), config.checkpoint_every, stop,
+                                lambda: float(step_metrics["loss"]), lambda: save_latest(run, state, progress))
   bar.close()
   return state, progress
 

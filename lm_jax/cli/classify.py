@@ -10,14 +10,10 @@ per fold in <workdir>/fold-K, then the folds' mean and std. --resume continues a
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
-from lm_jax.cli.common import config_file_flags_parser, run_main
-
-EXIT_PREEMPTED = 143  # as lm-jax-train's: SIGTERM stopped the run after writing a checkpoint
+from lm_jax.cli.common import config_file_flags_parser, run_main, train_until_preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/classify_synthetic.py.",
                                           lock_config=True)
@@ -28,13 +24,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the run held in --wo
 
 def main(argv: list[str]) -> None:
   from lm_jax.classify.train import train_and_evaluate  # After flag parsing, so --help stays fast.
-  from lm_jax.runner import Preempted
 
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value)
-  except Preempted as e:
-    print(f"{argv[0].rsplit('/', 1)[-1]}: {e}", file=sys.stderr)
-    sys.exit(EXIT_PREEMPTED)
+  train_until_preempted(argv[0], lambda: train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                                                            overwrite=_OVERWRITE.value))
 
 
 def run() -> None:

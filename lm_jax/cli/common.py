@@ -43,6 +43,23 @@ def _describe_command_in_help(command: object) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+# The status a shell gives a process that SIGTERM ended (128 + 15); a training command exits with it after the
+# run saved a checkpoint to resume from.
+EXIT_PREEMPTED = 143
+
+
+def train_until_preempted(prog: str, train: Callable[[], object]) -> None:
+  """Runs a training command's `train()`; a run that SIGTERM stopped (it checkpointed first) says so in one line
+  and exits with EXIT_PREEMPTED."""
+  from lm_jax.runner import Preempted  # After flag parsing, so --help stays fast.
+
+  try:
+    train()
+  except Preempted as e:
+    print(f"{prog.rsplit('/', 1)[-1]}: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
+
+
 def config_file_flags_parser(config_flag: flags.FlagHolder) -> Callable[[list[str]], list[str]]:
   """absl's flag parsing for a command with a `--config` file flag (ml_collections' DEFINE_config_file), with a
   config file that cannot be read or that names an unknown field, and an override of an unknown field, as one

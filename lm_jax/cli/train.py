@@ -9,16 +9,11 @@ line, e.g. --config.model.cell=gru --config.epochs=6.
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
-from lm_jax.cli.common import config_file_flags_parser, run_main
+from lm_jax.cli.common import config_file_flags_parser, run_main, train_until_preempted
 from lm_jax.errors import UserError
-
-# The status a shell gives a process that SIGTERM ended (128 + 15); here the run saved a checkpoint first.
-EXIT_PREEMPTED = 143
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py; its fields are "
                                           "described in lm_jax/config.py.", lock_config=True)
@@ -36,7 +31,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this
 
 def main(argv: list[str]) -> None:
   from lm_jax import parallel  # After flag parsing, so --help stays fast.
-  from lm_jax.runner import Preempted
   from lm_jax.train import train_and_evaluate
 
   cluster = {"coordinator_address": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
@@ -46,11 +40,8 @@ def main(argv: list[str]) -> None:
   elif any(value is not None for value in cluster.values()):
     given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
     raise UserError(f"{given} given without --distributed; add --distributed to join a multi-process run")
-  try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value, overwrite=_OVERWRITE.value)
-  except Preempted as e:
-    print(f"{argv[0].rsplit('/', 1)[-1]}: {e}", file=sys.stderr)
-    sys.exit(EXIT_PREEMPTED)
+  train_until_preempted(argv[0], lambda: train_and_evaluate(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value,
+                                                            overwrite=_OVERWRITE.value))
 
 
 def run() -> None:
