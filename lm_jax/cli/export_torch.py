@@ -18,7 +18,8 @@ from absl import flags
 from lm_jax.cli.common import require_output_folder, run_main
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a training (or imported) run.")
-_OUTPUT = flags.DEFINE_string("output", None, "The .pt file to write.")
+_OUTPUT = flags.DEFINE_string("output", None, "The file to write: a .pt state_dict (lm-jax-export: or a .jax "
+                              "serving artifact).")
 _REFERENCE = flags.DEFINE_enum("reference", None, ["word_language_model", "awd-lstm-lm",
                                                    "word_language_model-transformer"],
                                "The reference model to export to (default: the first that holds the model).")
