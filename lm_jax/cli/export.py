@@ -37,7 +37,8 @@ _CONTEXT = flags.DEFINE_integer("context", 1024, "(.jax) Positions the decoding 
                                 "for any.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
 flags.adopt_module_key_flags(export_torch)
-SERVING_FLAGS, TORCH_FLAGS = ("platforms", "context"), ("reference",)
+SERVING_FLAGS, TORCH_FLAGS = ("platforms", "context"), ("reference",)  # each refused with the other format
+
 
 def main(argv: list[str]) -> None:
   output = flags.FLAGS.output
