@@ -116,15 +116,16 @@ def test_bfloat16_rounds_every_matmul_input_the_mix_included():
   """matmul_dtype=bfloat16: one step equals the float64 equations with each matmul's inputs rounded to bfloat16
   (the gating rounds' too), far closer than to float32's step."""
   bf16 = lambda a: np.asarray(a, np.float64).astype(ml_dtypes.bfloat16).astype(np.float64)
-  w = random_weights(5, 2, seed=11)
   rng = np.random.default_rng(12)
   x_1xBxI, h_BxH, c_BxH = rng.normal(size=(1, B, I)), rng.normal(size=(B, H)), rng.normal(size=(B, H))
-  want = numpy_step(w, x_1xBxI[0], (h_BxH, c_BxH), matmul=lambda a, b: bf16(a) @ bf16(b))
-  float32_want = numpy_step(w, x_1xBxI[0], (h_BxH, c_BxH))
-  _, got = run_layer(CELL, f32(w), f32(x_1xBxI), f32((h_BxH, c_BxH)), jnp.ones(1, bool), matmul_dtype="bfloat16")
-  for got_s, want_s, float32_s in zip(got, want, float32_want):
-    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
-    assert np.max(np.abs(want_s - float32_s)) > 100 * np.max(np.abs(np.asarray(got_s) - want_s))
+  for rank in (0, 2):
+    w = random_weights(5, rank, seed=11)
+    want = numpy_step(w, x_1xBxI[0], (h_BxH, c_BxH), matmul=lambda a, b: bf16(a) @ bf16(b))
+    float32_want = numpy_step(w, x_1xBxI[0], (h_BxH, c_BxH))
+    _, got = run_layer(CELL, f32(w), f32(x_1xBxI), f32((h_BxH, c_BxH)), jnp.ones(1, bool), matmul_dtype="bfloat16")
+    for got_s, want_s, float32_s in zip(got, want, float32_want):
+      np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
+      assert np.max(np.abs(want_s - float32_s)) > 100 * np.max(np.abs(np.asarray(got_s) - want_s))
 
 
 def test_low_rank_is_full_rank_with_the_product_of_its_factors():

@@ -101,7 +101,8 @@ def validate(m: ml_collections.ConfigDict) -> None:
       raise UserError(f"config.model.{name} must be >= 0 (got {m[name]}); pass e.g. --config.model.{name}=0")
   if m.cell != NAME and (m.mogrify_rounds, m.mogrify_rank) != (DEFAULT_ROUNDS, DEFAULT_RANK):
     raise UserError(f"config.model.mogrify_rounds and mogrify_rank are read by cell {NAME} only, and the cell is "
-                    f"{m.cell!r}; leave them at {DEFAULT_ROUNDS} and {DEFAULT_RANK}, or pass --config.model.cell={NAME}")
+                    f"{m.cell!r}; leave them at {DEFAULT_ROUNDS} and {DEFAULT_RANK}, or pass "
+                    f"--config.model.cell={NAME}")
   if m.mogrify_rank and not m.mogrify_rounds:
     raise UserError(f"config.model.mogrify_rank={m.mogrify_rank} factorises the Mogrifier's matrices, and "
                     "mogrify_rounds=0 has none; pass --config.model.mogrify_rank=0, or some rounds")
