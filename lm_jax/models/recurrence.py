@@ -127,8 +127,8 @@ def _layer_backward(cell, unroll, dtype, residuals, cotangents):
       return _hold(valid, new_state, state), new_state[0]
 
     dgi_BxG, dgh_BxG, dstate = jax.vjp(step, gi_BxG, gh_BxG, state)[1]((dstate, dh_BxH))
-    # The h that made gh = h W_hh + b_hh. dgh W_hh^T contracts both operands along their
-    # contiguous G axis: faster on XLA:CPU than a product with a transposed copy of W_hh.
+    # The h that met W_hh (the incoming h, or the mixed one) also made gh = h W_hh + b_hh. dgh W_hh^T contracts
+    # both operands along their contiguous G axis: faster on XLA:CPU than a product with a transposed copy of W_hh.
     dh_fed_BxH = einsum("bg,hg->bh", dgh_BxG, weights["w_hh"], dtype)
     if not mixing:
       return ((dstate[0] + dh_fed_BxH,) + dstate[1:], down), (dgi_BxG, dgh_BxG, ())

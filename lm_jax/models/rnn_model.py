@@ -35,8 +35,8 @@ import ml_collections
 from lm_jax.errors import UserError
 from lm_jax.models import cudnn_lstm, mogrifier, precision
 from lm_jax.models.cells import State
-from lm_jax.models.mogrifier import RNN_CELLS
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
+from lm_jax.models.mogrifier import RNN_CELLS
 from lm_jax.models.softmax_nll import decoder_nll
 
 Carry = tuple[State, ...]  # one state tuple per layer
