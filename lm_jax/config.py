@@ -64,10 +64,13 @@ def reference_config() -> ml_collections.ConfigDict:
       # loss stay float32. What TPU and GPU runs use; 'float32' (exact, the reference's) is the default.
       matmul_dtype="float32",
       rnn_backend="scan",  # rnn only. 'cudnn': each LSTM layer one cuDNN kernel (models/cudnn_lstm.py: GPU, float32)
+      # cell 'mogrifier_lstm' only (models/mogrifier.py; refused away from these defaults for other cells): rounds of
+      # mutual gating of x and h before each LSTM step (0: the LSTM itself), and the rank of their matrices (0: full).
+      mogrify_rounds=5, mogrify_rank=0,
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd",           # lm_jax/optim.py OPTIMIZERS: 'sgd' (the reference), 'nt_asgd' (AWD-LSTM's), 'adam', 'adamw',
-      lr=20.0,              # 'adadelta' (Kim 2014's)
+      lr=20.0,              # 'adadelta' (Kim 2014's), 'rmsprop' (lamb's: Adam with beta1 0; the Mogrifier LSTM's)
       clip=0.25,            # global gradient-norm clip, as torch's clip_grad_norm_; 0: none
       weight_decay=0.0,     # sgd, nt_asgd, adam: torch.optim's (wd * param added to the clipped gradient); adamw: decoupled
       schedule="plateau",   # lm_jax/optim.py SCHEDULES. 'plateau': lr /= lr_decay when validation does not improve;

@@ -262,6 +262,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask), EpochPolicy()),
     "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
                        EpochPolicy()),
+    # deepmind/lamb's 'rmsprop' (the Mogrifier LSTM's optimiser): TF's Adam with beta1 0, beta2 0.999, epsilon 1e-8
+    "rmsprop": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, b1=0.0, b2=0.999, eps=1e-8), decay_mask),
+                         EpochPolicy()),
     # torch.optim.Adadelta's (Kim 2014's rho and eps; tests/test_classify_models.py checks it step for step)
     "adadelta": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adadelta(lr, rho=0.95, eps=1e-6), decay_mask),
                           EpochPolicy()),

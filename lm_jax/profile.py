@@ -40,7 +40,7 @@ import optax
 
 from lm_jax import steps
 from lm_jax.data.batching import DeviceSplit, window_at
-from lm_jax.models.cells import CELLS
+from lm_jax.models import mogrifier
 from lm_jax.models.interface import LanguageModel
 from lm_jax.models.recurrence import run_layer
 from lm_jax.models.rnn_model import RNNModel
@@ -160,10 +160,10 @@ def _part_runs(model: RNNModel, optimizer: optax.GradientTransformation, state: 
 
   # Each layer at its own input: the previous layer's output (no dropout: the values do not change the time).
   # Every array is an argument, as in the step: a constant valid_T would let XLA drop the per-step select.
-  layer = functools.partial(_layer_outputs, CELLS[model.cell], model.unroll)
+  layer = functools.partial(_layer_outputs, mogrifier.layer_cell(model.cell, model.mogrify_rounds), model.unroll)
   x_TxBxI = x_TxBxE
   for k, size in enumerate(model.sizes):
-    weights = {name: params[f"layer_{k}_{name}"] for name in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    weights = {name.removeprefix(f"layer_{k}_"): p for name, p in params.items() if name.startswith(f"layer_{k}_")}
     cotangent_TxBxH = jax.random.normal(jax.random.fold_in(rng, k), (bptt, batch, size))
     layer_loss = lambda w, x, s, v, c=cotangent_TxBxH: jnp.sum(layer(w, x, s, v) * c)
     args = (weights, x_TxBxI, carry[k], window.valid_T)

@@ -5,6 +5,10 @@ hidden state's `gh_BxG = h W_hh + b_hh` (recurrence.py computes them: gi for all
 outside the scan, gh inside it), and the carried state, and returns the new state. State is a tuple
 of [B, H] arrays whose first entry is the output h. Keeping the matmuls out of the cells leaves each
 step elementwise, so recurrence.py can differentiate it on its own.
+
+A cell may also `mix` its input x and the incoming h before the projections (the Mogrifier LSTM,
+mogrifier.py): then gi = x' W_ih + b_ih and gh = h' W_hh + b_hh from the mixed pair, and recurrence.py
+projects the input inside each step. CELLS holds PyTorch's cells, which mix nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import jax.numpy as jnp
 
 State = tuple[jax.Array, ...]
 StepFn = Callable[[jax.Array, jax.Array, State], State]
+# (the layer's weights, x_BxI, h_BxH, matmul_dtype) -> the mixed (x_BxI, h_BxH) that meet W_ih and W_hh
+MixFn = Callable[[dict[str, jax.Array], jax.Array, jax.Array, str], tuple[jax.Array, jax.Array]]
 
 
 def lstm_step(gi_BxG: jax.Array, gh_BxG: jax.Array, state: State) -> State:
@@ -52,6 +58,7 @@ class Cell:
   num_gates: int    # G = num_gates * H columns in W_ih and W_hh
   num_states: int   # arrays in the carried state (LSTM: h and c)
   step: StepFn
+  mix: MixFn | None = None  # None: x and h meet W_ih and W_hh as they are (the input projection is hoisted)
 
 
 CELLS: dict[str, Cell] = {

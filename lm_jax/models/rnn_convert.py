@@ -118,4 +118,7 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
 
 def export_state_dict(model: RNNModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters of `model` -> the reference's state_dict, as C-ordered numpy arrays."""
+  if model.cell not in CELLS:  # the Mogrifier LSTM, whose gating matrices the reference has no place for
+    raise UserError(f"word_language_model's RNNModel has no {model.cell} cell; only "
+                    f"{', '.join(REFERENCE_MODELS)} export")
   return layout.state_dict_from(params, reference_layout(model), _transposed)

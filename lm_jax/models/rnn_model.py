@@ -8,6 +8,8 @@ Parameters mirror the reference's state_dict one to one (transposed to x @ W lay
   layer_k_b_ih [G*H_k], layer_k_b_hh [G*H_k]          rnn.bias_ih_lk, rnn.bias_hh_lk
   decoder_weight [V, H] (untied only)                 decoder.weight
   decoder_bias [V]                                    decoder.bias
+The Mogrifier LSTM (cell mogrifier_lstm) adds each layer's layer_k_mogrify_* matrices and biases (mogrifier.py),
+which no reference has.
 Layer sizes are AWD-LSTM's: every layer has `nhid` units but the last has `emsize` when tied, so tying
 works with nhid != emsize (with nhid == emsize, the word_language_model's equal layers). The carried
 state is a tuple over layers of each layer's state tuple ([B, H_k] arrays: h, and c for the LSTM).
@@ -31,9 +33,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm_jax.errors import UserError
-from lm_jax.models import cudnn_lstm, precision
-from lm_jax.models.cells import CELLS, State
+from lm_jax.models import cudnn_lstm, mogrifier, precision
+from lm_jax.models.cells import State
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
+from lm_jax.models.mogrifier import RNN_CELLS
 from lm_jax.models.softmax_nll import decoder_nll
 
 Carry = tuple[State, ...]  # one state tuple per layer
@@ -88,9 +91,11 @@ class _Network(nn.Module):
   recurrent_init_scale: float
   matmul_dtype: str
   rnn_backend: str
+  mogrify_rounds: int
+  mogrify_rank: int
 
   def setup(self):
-    gates = CELLS[self.cell].num_gates
+    gates = RNN_CELLS[self.cell].num_gates
     inputs = (self.emsize,) + self.sizes[:-1]
     self.embedding_VxE = self.param("embedding", uniform(self.init_range), (self.vocab_size, self.emsize))
     layers = []
@@ -103,10 +108,15 @@ class _Network(nn.Module):
                      "w_hh": self.param(f"layer_{k}_w_hh", hidden_init, (size, gates * size)),
                      "b_ih": self.param(f"layer_{k}_b_ih", bias_init, (gates * size,)),
                      "b_hh": self.param(f"layer_{k}_b_hh", bias_init, (gates * size,))})
-    self.layers = layers
     self.decoder_weight_VxH = (self.embedding_VxE if self.tied else self.param(
         "decoder_weight", uniform(self.init_range), (self.vocab_size, self.sizes[-1])))
     self.decoder_bias_V = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
+    # Drawn last, so that every other parameter is the LSTM's from the same seed.
+    if self.cell == mogrifier.NAME:
+      for k, (size_in, size) in enumerate(zip(inputs, self.sizes)):
+        for name, (shape, init) in mogrifier.parameters(self.mogrify_rounds, self.mogrify_rank, size_in, size).items():
+          layers[k][name] = self.param(f"layer_{k}_{name}", init, shape)
+    self.layers = layers
     # The word_language_model's dropout (a fresh mask per position); AWD's locked masks come in `masks`.
     self.drop = nn.Dropout(0.0 if self.locked_dropout else self.dropout)
 
@@ -128,11 +138,12 @@ class _Network(nn.Module):
       x = x * masks["embedding_V"][tokens_TxB][..., None]
     x = drop(x, "input_BxE")
     new_carry = []
+    cell = mogrifier.layer_cell(self.cell, self.mogrify_rounds)
     for k, weights in enumerate(self.layers):
       if f"w_hh_{k}" in masks:  # outside the layer's custom VJP: the mask's chain rule is plain autodiff
         weights = {**weights, "w_hh": weights["w_hh"] * masks[f"w_hh_{k}"]}
       run_layer = cudnn_lstm.LAYERS[self.rnn_backend]
-      raw, layer_state = run_layer(CELLS[self.cell], weights, x, carry[k], valid_T, self.unroll, self.matmul_dtype)
+      raw, layer_state = run_layer(cell, weights, x, carry[k], valid_T, self.unroll, self.matmul_dtype)
       x = drop(raw, f"hidden_{k}_BxH" if k < len(self.layers) - 1 else "output_BxH")
       new_carry.append(layer_state)
     return x, tuple(new_carry), raw
@@ -175,6 +186,8 @@ class RNNModel(LanguageModel):
   recurrent_init_scale: float = 1.0
   matmul_dtype: str = "float32"  # "bfloat16": matmul inputs rounded to it, float32 accumulation (precision.py)
   rnn_backend: str = "scan"      # "cudnn": each LSTM layer one cuDNN kernel (cudnn_lstm.py; GPU, float32, no AWD masks)
+  mogrify_rounds: int = mogrifier.DEFAULT_ROUNDS  # cell mogrifier_lstm: rounds of gating x and h (mogrifier.py)
+  mogrify_rank: int = mogrifier.DEFAULT_RANK      # and the rank of their matrices; 0: full
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -184,12 +197,12 @@ class RNNModel(LanguageModel):
   def _network(self) -> _Network:
     return _Network(self.vocab_size, self.cell, self.emsize, self.sizes, self.dropout, self.locked_dropout,
                     self.tied, self.init_range, self.unroll, self.recurrent_init, self.recurrent_init_scale,
-                    self.matmul_dtype, self.rnn_backend)
+                    self.matmul_dtype, self.rnn_backend, self.mogrify_rounds, self.mogrify_rank)
 
   @classmethod
   def validate_config(cls, m: ml_collections.ConfigDict) -> None:
-    if m.cell not in CELLS:
-      raise UserError(f"unknown cell {m.cell!r}; use one of {', '.join(CELLS)}")
+    if m.cell not in RNN_CELLS:
+      raise UserError(f"unknown cell {m.cell!r}; use one of {', '.join(RNN_CELLS)}")
     for name in ("emsize", "nhid", "nlayers", "unroll"):
       if m[name] <= 0:
         raise UserError(f"config.model.{name} must be > 0 (got {m[name]}); pass --config.model.{name}=N")
@@ -206,16 +219,19 @@ class RNNModel(LanguageModel):
     if m.recurrent_init not in RECURRENT_INITS:
       raise UserError(f"unknown config.model.recurrent_init {m.recurrent_init!r}; use one of {', '.join(RECURRENT_INITS)}")
     # W_hh is [H, G*H]: square, so an identity, only for the single-gate cells.
-    if m.recurrent_init == "identity" and CELLS[m.cell].num_gates != 1:
+    if m.recurrent_init == "identity" and RNN_CELLS[m.cell].num_gates != 1:
       raise UserError(f"config.model.recurrent_init=identity (IRNN) is for rnn_relu and rnn_tanh, not {m.cell!r}; "
                       "pass --config.model.cell=rnn_relu, or --config.model.recurrent_init=uniform")
     if m.recurrent_init_scale <= 0:
       raise UserError(f"config.model.recurrent_init_scale must be > 0 (got {m.recurrent_init_scale}); pass e.g. 1.0")
+    mogrifier.validate(m)
     cudnn_lstm.validate(m)
 
   def describe(self) -> str:
     sizes = "/".join(map(str, self.sizes)) if len(set(self.sizes)) > 1 else f"{self.nlayers}x{self.nhid}"
-    return (f"{self.cell} {sizes} (emsize {self.emsize}, {'tied' if self.tied else 'untied'}"
+    mogrify = (f", {self.mogrify_rounds} rounds of rank {self.mogrify_rank or 'full'}" if self.cell == mogrifier.NAME
+               else "")
+    return (f"{self.cell} {sizes} (emsize {self.emsize}, {'tied' if self.tied else 'untied'}{mogrify}"
             f"{precision.describe(self.matmul_dtype)})")
 
   def init_params(self, seed: int) -> Params:
@@ -223,12 +239,12 @@ class RNNModel(LanguageModel):
     return self._network.init(jax.random.PRNGKey(seed), tokens_1x1, self.init_carry(1))["params"]
 
   def init_carry(self, batch_size: int) -> Carry:
-    return tuple(tuple(jnp.zeros((batch_size, size)) for _ in range(CELLS[self.cell].num_states))
+    return tuple(tuple(jnp.zeros((batch_size, size)) for _ in range(RNN_CELLS[self.cell].num_states))
                  for size in self.sizes)
 
   def dropout_masks(self, rng: jax.Array, batch_size: int) -> Masks:
     """AWD-LSTM's masks for one training window, by name; only those whose rate is > 0."""
-    gates = CELLS[self.cell].num_gates
+    gates = RNN_CELLS[self.cell].num_gates
     keys = iter(jax.random.split(rng, 3 + 2 * self.nlayers))
     masks = {}
     if self.dropoute:
