@@ -20,7 +20,7 @@ from lm_jax.errors import UserError
 from lm_jax.steps import TrainState
 from lm_jax.runner import Preempted, Progress, TrainingDiverged
 from lm_jax.train import train_and_evaluate
-from tests.conftest import tiny_config
+from tests.conftest import in_optimised_process, tiny_config
 
 def latest_params(workdir: str, c) -> dict:
   params = model_from_config(c.model, c.data.synthetic.vocab_size).init_params(0)
@@ -32,13 +32,17 @@ def latest_params(workdir: str, c) -> dict:
 FLOOR_MARGIN = 0.15
 
 
-def test_short_training_run_gets_within_margin_of_the_true_source_floor(tmp_path):
+def floor_run(workdir: str) -> dict:
   c = tiny_config(**{"data.synthetic.vocab_size": 500, "data.synthetic.num_classes": 12})
   c.data.synthetic.update(train_tokens=150_000, valid_tokens=20_000, test_tokens=20_000)
   c.model.update(emsize=64, nhid=128)
   c.optim.update(name="adamw", lr=3e-3, clip=1.0, schedule="decay_after", lr_decay=2.0, lr_decay_start=4)
   c.update(epochs=8, batch_size=32, bptt=35)
-  results = train_and_evaluate(c, str(tmp_path))
+  return train_and_evaluate(c, workdir)
+
+
+def test_short_training_run_gets_within_margin_of_the_true_source_floor(tmp_path):
+  results = in_optimised_process("tests.test_training:floor_run", workdir=str(tmp_path))
   floor_ppl = results["valid_floor_ppl"]
   assert results["valid_ppl"] >= floor_ppl * 0.98  # below the floor would mean a broken metric or leak
   assert results["valid_ppl"] <= floor_ppl * (1 + FLOOR_MARGIN), results
