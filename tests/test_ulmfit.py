@@ -256,11 +256,11 @@ def foreign_run(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("case, problem", [
-    ("missing", "is not a directory"), ("transformer", "holds a transformer language model"),
+    ("empty", "encoder_from is empty"), ("missing", "is not a directory"), ("transformer", "holds a transformer language model"),
     ("damaged", "is damaged"), ("foreign", r"only 0\.0% of the training split's tokens are in the vocabulary"),
     ("unfreezing", "unfreezes the last of the model's 4 layer groups at epoch 4, past the last epoch 3")])
 def test_bad_input_is_one_line_and_writes_nothing(lm, tmp_path, case, problem):
-  encoder_from = {"missing": lambda: str(tmp_path / "nothing"), "transformer": lambda: transformer_run(tmp_path),
+  encoder_from = {"empty": lambda: "", "missing": lambda: str(tmp_path / "nothing"), "transformer": lambda: transformer_run(tmp_path),
                   "damaged": lambda: corrupted(lm[0], tmp_path), "foreign": lambda: foreign_run(tmp_path),
                   "unfreezing": lambda: lm[0]}[case]()
   c = classifier_config(encoder_from)

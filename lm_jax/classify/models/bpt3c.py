@@ -61,7 +61,7 @@ def tail_outputs(lm: RNNModel, params: Params, tokens_BxT: jax.Array, mask_BxT: 
     chunks = -(-prefix // bptt)
     pad = ((0, 0), (chunks * bptt - prefix, 0))  # on the left: steps that hold the zero state
     by_chunk = lambda x_BxP: jnp.pad(x_BxP, pad).reshape(batch, chunks, bptt).swapaxes(0, 1)
-    frozen = jax.lax.stop_gradient(params)
+    frozen = jax.lax.stop_gradient(params)  # nothing else in the prefix is differentiable: its state has no gradient
 
     def chunk(carry, inputs):
       tokens_BxC, mask_BxC, k = inputs
@@ -69,6 +69,5 @@ def tail_outputs(lm: RNNModel, params: Params, tokens_BxT: jax.Array, mask_BxT: 
 
     carry, _ = jax.lax.scan(chunk, carry, (by_chunk(tokens_BxT[:, :prefix]), by_chunk(mask_BxT[:, :prefix]),
                                            jnp.arange(chunks)))
-    carry = jax.lax.stop_gradient(carry)
   out = run(params, tokens_BxT[:, prefix:], mask_BxT[:, prefix:], carry, key(0))
   return jnp.swapaxes(out.aux["top_raw_TxBxH"], 0, 1), mask_BxT[:, prefix:]

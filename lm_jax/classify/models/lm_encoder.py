@@ -67,7 +67,7 @@ class LMEncoderClassifier(Classifier):
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict, vocab_size: int, num_classes: int) -> Classifier:
-    """Reads the LM run's architecture (refusing what cannot serve)."""
+    """Reads the LM run's architecture (refusing what cannot serve: validation reads no file, setup does)."""
     model = cls.from_fields(model_config, vocab_size, num_classes)
     model.validate()
     meta = _run_meta(model.encoder_from)
@@ -88,9 +88,6 @@ class LMEncoderClassifier(Classifier):
 
   def validate(self) -> None:
     super().validate()
-    if not self.encoder_from:
-      raise UserError("config.model.encoder_from is empty; pass --config.model.encoder_from=WORKDIR, the workdir of "
-                      "an lm-jax-train run (LSTM, GRU or AWD-LSTM)")
     for name in ("bptt", "max_len"):
       if getattr(self, name) < 1:
         raise UserError(f"config.model.{name} must be >= 1 (got {getattr(self, name)}); pass e.g. "
@@ -202,6 +199,9 @@ def _dropout(x: jax.Array, p: float, rng: jax.Array | None) -> jax.Array:
 
 def _run_meta(path: str) -> dict:
   """The best checkpoint's metadata (config, vocabulary) of the rnn-family LM run in `path`; only JSON is read."""
+  if not path:
+    raise UserError("config.model.encoder_from is empty; pass --config.model.encoder_from=WORKDIR, the workdir of an "
+                    "lm-jax-train run (LSTM, GRU or AWD-LSTM)")
   if not os.path.isdir(path):
     raise UserError(f"config.model.encoder_from={path} is not a directory; pass the workdir of an lm-jax-train run")
   if checkpoints.latest_step(path, checkpoints.BEST) is None:
