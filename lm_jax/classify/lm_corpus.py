@@ -7,7 +7,10 @@ split, so every fold's test sentences are in it: text the LM may see, as ULMFiT 
 text). A `held_out` fraction of its documents, drawn from `seed`, goes half to valid.txt and half to test.txt; the
 rest go to train.txt in an order drawn from the seed (a corpus sorted by class would otherwise put each class in its
 own columns of the LM's batches). Words seen fewer than `min_count` times in train.txt are written as `<unk>`, and so
-are held-out words train.txt lacks: the LM's vocabulary is train.txt's words and `<unk>`, and so the classifier's.
+are held-out words train.txt lacks: the LM's vocabulary is train.txt's words and `<unk>`, and so the classifier's. With
+min_count 2 (fastai's) the LM learns `<unk>` from the rare words; with 1, `<unk>` appears only where held-out text has
+new words (a WikiText-2 LM being fine-tuned brings its own `<unk>` row), and a vocabulary without it cannot read
+unknown words at all (the classifier refuses them by name).
 """
 
 from __future__ import annotations
@@ -41,9 +44,8 @@ def write_lm_corpus(data_config: ml_collections.ConfigDict, output: str, *, held
   """Writes `output`/{train,valid,test}.txt from the training split of the corpus `data_config` names."""
   if not 0.0 < held_out < 1.0:
     raise UserError(f"--held_out must be in (0, 1) (got {held_out}); pass e.g. 0.1")
-  if min_count < 2:
-    raise UserError(f"--min_count must be >= 2 (got {min_count}): the LM learns <unk> from the rare words, and the "
-                    "classifier reads every word it never saw as <unk>")
+  if min_count < 1:
+    raise UserError(f"--min_count must be >= 1 (got {min_count}); pass 2 (fastai's) or 1 (every training word kept)")
   existing = [name for name in SPLITS if os.path.exists(os.path.join(output, f"{name}.txt"))]
   if existing:
     raise UserError(f"{os.path.join(output, existing[0] + '.txt')} exists; pass a new or empty --output folder")

@@ -2,7 +2,7 @@
 valid.txt, test.txt in --output), tokenised as the classifier reads it, for fine-tuning a language model on it with
 lm-jax-train --config.data.dir=OUTPUT --config.finetune_from=... (ULMFiT's second step; docs/classification.md).
 
-  lm-jax-classify-corpus --config=configs/ulmfit.py:classify_trec --output=data/trec_lm [--held_out=0.1]
+  lm-jax-classify-corpus --config=configs/classify_ulmfit.py:trec --output=runs/ulmfit/trec_text [--held_out=0.1]
 
 The config is the classifier's (its config.data names the corpus and its tokenisation); only the training split is
 read, labels aside. Words seen fewer than --min_count times are written as <unk>.
@@ -15,12 +15,12 @@ from ml_collections import config_flags
 
 from lm_jax.cli.common import config_file_flags_parser, run_main
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A classification config file, e.g. configs/ulmfit.py:"
-                                          "classify_trec (its config.data is read).", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A classification config file, e.g. configs/classify_ulmfit.py:"
+                                          "trec (its config.data is read).", lock_config=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write train.txt, valid.txt and test.txt into (new or empty).")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.1, "Fraction of the documents held out, half for valid.txt, half for "
                                "test.txt.")
-_MIN_COUNT = flags.DEFINE_integer("min_count", 2, "Words seen fewer times in train.txt are written as <unk> (>= 2).")
+_MIN_COUNT = flags.DEFINE_integer("min_count", 2, "Words seen fewer times in train.txt are written as <unk> (>= 1).")
 
 
 def main(argv: list[str]) -> None:
