@@ -175,5 +175,5 @@ def by_group(update_at: Callable[[jax.Array], optax.GradientTransformation], lea
   """Each group's own optimiser (`update_at(its lr)`, its own state) on its own parameters, skipped while frozen."""
   factors = lr_factors(c.layer_lr_decay, len(groups))
   in_group = lambda g: (lambda params: {name: index == g for name, index in group_index(params, groups).items()})
-  return optax.chain(*[optax.masked(_only_while(trainable_G[g], update_at(learning_rate * float(factors[g]))), in_group(g))
-                       for g in range(len(groups))])
+  return optax.chain(*[optax.masked(_only_while(trainable_G[g], update_at(learning_rate * float(factors[g]))),
+                                    in_group(g)) for g in range(len(groups))])

@@ -153,7 +153,8 @@ def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = (),
 
   def build(learning_rate: float, trainable: jax.Array | None = None) -> optax.GradientTransformation:
     grouped = trainable is not None
-    update = finetuning.by_group(update_at, learning_rate, trainable, groups, c) if grouped else update_at(learning_rate)
+    update = (finetuning.by_group(update_at, learning_rate, trainable, groups, c) if grouped else
+              update_at(learning_rate))
     update = optax.chain(clip_by_global_norm(c.clip), update) if c.clip else update
     update = optax.chain(finetuning.zero_frozen_groups(trainable, groups), update) if grouped else update
     return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), update) if frozen else update

@@ -15,8 +15,8 @@ from ml_collections import config_flags
 
 from lm_jax.cli.common import config_file_flags_parser, run_main
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A classification config file, e.g. configs/classify_ulmfit.py:"
-                                          "trec (its config.data is read).", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A classification config file, e.g. "
+                                          "configs/classify_ulmfit.py:trec (its config.data is read).", lock_config=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write train.txt, valid.txt and test.txt into (new or empty).")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.1, "Fraction of the documents held out, half for valid.txt, half for "
                                "test.txt.")
