@@ -17,7 +17,8 @@ from lm_jax.classify.config import classify_config
 CORPORA = {
     # TREC-6: 5,452 training questions (10% held out as dev), 500 test; at most 37 tokens.
     "trec": (dict(source="trec", path="../shared/data/trec", max_len=64), 8, 32),
-    # IMDB: 25,000 training reviews (10% held out as dev), 25,000 test; none cut at 3,000 tokens. BPT3C pools and
+    # IMDB: 25,000 training reviews (10% held out as dev), 25,000 test; the longest training review has 2,613 tokens
+    # (the run prints how many of any split are cut at 3,000). BPT3C pools and
     # back-propagates the last 400 tokens of each review (fastai: 1,400), the rest run in 70-token chunks.
     "imdb": (dict(source="imdb", path="../shared/data/imdb/aclImdb_v1.tar.gz", max_len=3000), 6, 32),
 }
