@@ -74,10 +74,17 @@ def reference_config() -> ml_collections.ConfigDict:
       clip=0.25,            # global gradient-norm clip, as torch's clip_grad_norm_; 0: none
       weight_decay=0.0,     # sgd, nt_asgd, adam: torch.optim's (wd * param added to the clipped gradient); adamw: decoupled
       schedule="plateau",   # lm_jax/optim.py SCHEDULES. 'plateau': lr /= lr_decay when validation does not improve;
+                            # 'stlr': the slanted triangular lr per step (stlr_* below);
       lr_decay=4.0,         # 'decay_after': lr = lr0 / lr_decay ** max(0, epoch - lr_decay_start)
       lr_decay_start=0,
       when=(),              # 'when' (AWD-LSTM's): epochs after which lr /= 10
       nonmono=5,            # nt_asgd: averaging starts once validation is worse than the best but the last nonmono
+      betas=(0.9, 0.999),   # adam, adamw: (beta1, beta2); ULMFiT's (0.7, 0.99)
+      # Howard & Ruder's fine-tuning recipe (lm_jax/finetuning.py), for language models and classifiers alike:
+      layer_lr_decay=1.0,   # each lower layer group's lr = the one above's / layer_lr_decay (ULMFiT: 2.6)
+      unfreeze_every=0,     # > 0: gradual unfreezing, the top group first, one more group every that many epochs
+      stlr_cut_frac=0.1,    # schedule 'stlr' (slanted triangular, per step): the rising fraction of a cycle
+      stlr_ratio=32.0,      # and the peak lr / the lowest
   ))
   # 'mean': the reference's loss, mean over every token of the window. 'sum_over_time': Zaremba et
   # al.'s, summed over time steps and averaged over the batch (T times larger, so are its lr and clip).

@@ -7,6 +7,7 @@ lm_jax/train.py holds the epoch; lm_jax/runner.py drives both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from lm_jax import checkpoints, loss, optim, parallel, pretrained, runner, trained
+from lm_jax import checkpoints, finetuning, loss, optim, parallel, pretrained, runner, trained, vocab_transfer
 from lm_jax.data.articles import shuffled_articles
 from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
@@ -57,7 +58,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None
   model = model_from_config(config.model, len(corpus.vocab))
   # freeze_embeddings with a tied decoder freezes the decoder's weight too: it is the same matrix.
   frozen = [model.embedding_param] if config.model.freeze_embeddings else []
-  optimizer = optim.make_optimizer(config.optim, frozen=frozen)
+  finetuning.validate_unfreezing(config.optim, config.epochs, len(layer_groups(model)))
+  optimizer = optim.make_optimizer(config.optim, frozen=frozen, groups=layer_groups(model))
   # Variable BPTT's windows are cut at a static length beyond bptt: one compiled program for all.
   max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
   train = put_on_device(corpus.ids["train"], config.batch_size, max_len, "train", mesh)
@@ -104,12 +106,18 @@ def start(run: Run, resuming: bool) -> tuple[TrainState, Progress]:
 
 def _finetune_start(run: Run, state: TrainState, progress: Progress) -> tuple[TrainState, Progress]:
   """The reference's finetune.py: the best parameters of another run, the optimiser's fine-tuning start (NT-ASGD:
-  averaging from the first step), and that model's validation loss as the best so far."""
+  averaging from the first step), and that model's validation loss as the best so far. A corpus with another
+  vocabulary (ULMFiT's target text) gets that run's rows of the words it knows, the mean row for new words."""
   source = trained.load(run.config.finetune_from)
-  if source.model != run.model:
+  if dataclasses.replace(source.model, vocab_size=run.model.vocab_size) != run.model:
     raise UserError(f"--config.finetune_from={run.config.finetune_from} holds a {source.model.describe()}, this "
                     f"config a {run.model.describe()}; fine-tune with the config that run was trained with")
-  params = parallel.put_tree(source.params, run.mesh, parallel.REPLICATED)
+  params = source.params
+  if source.vocab != run.corpus.vocab:
+    params, known = vocab_transfer.transfer(source.model, params, source.vocab, run.corpus.vocab)
+    run.report.line(f"| vocabulary: {known:,} of this corpus's {len(run.corpus.vocab):,} words are in "
+                    f"{run.config.finetune_from}'s; the other {len(run.corpus.vocab) - known:,} start at its mean row")
+  params = parallel.put_tree(params, run.mesh, parallel.REPLICATED)
   state = state._replace(params=params, opt_state=run.policy.start_finetuning(state.opt_state))
   best = run.evaluator.mean_nll(params, run.valid)
   run.report.line(f"| fine-tuning {run.config.finetune_from}'s best model (valid ppl {optim.perplexity(best):.2f})")
@@ -126,11 +134,24 @@ def begin(run: Run, state: TrainState, progress: Progress, resuming: bool) -> No
 
 def epoch_windows(run: Run, epoch: int) -> list[WindowAt]:
   """The epoch's windows: fixed bptt, or drawn (variable BPTT) from the seed and the epoch number, so that a
-  resumed run draws the same ones."""
+  resumed run draws the same ones; each with its lr factor (variable BPTT's, times STLR's)."""
+  config = run.config
+  scales = finetuning.epoch_lr_scales(config.optim, epoch, config.epochs, len(layer_groups(run.model)),
+                                      lambda e: len(_windows(run, e)))
+  return [w._replace(lr_scale=w.lr_scale * float(s)) for w, s in zip(_windows(run, epoch), scales)]
+
+
+def _windows(run: Run, epoch: int) -> list[WindowAt]:
   if run.config.variable_bptt:
     rng = np.random.default_rng([run.config.seed, epoch])
     return [WindowAt(*w) for w in variable_windows(run.train.rows, run.config.bptt, rng)]
   return [WindowAt(*w) for w in window_bounds(run.train.rows, run.config.bptt)]
+
+
+@functools.cache
+def layer_groups(model: LanguageModel) -> tuple[tuple[str, ...], ...]:
+  """The model's layer groups for the fine-tuning recipe (lm_jax/finetuning.py), bottom first."""
+  return finetuning.lm_layer_groups(list(jax.eval_shape(model.init_params, 0)))
 
 
 def epoch_train_split(run: Run, epoch: int) -> DeviceSplit:

@@ -1,17 +1,17 @@
 """The config.optim group -> optax, and the host-side learning-rate schedules.
 
-An optimiser is one entry of OPTIMIZERS (name -> builder of the update that follows the clip), a
-schedule one entry of SCHEDULES (name -> the lr of the next epoch). Every optimiser runs as
-clip_by_global_norm(clip), then its update, with the lr injected into the optimiser state so that the
-host can change it between epochs, and the train step scale it per window, without recompiling.
+An optimiser is one entry of OPTIMIZERS (name -> builder of the update that follows the clip), a schedule one entry
+of SCHEDULES (name -> the lr of the next epoch). Every optimiser runs as clip_by_global_norm(clip), then its update,
+with the lr injected into the optimiser state so that the host can change it between epochs, and the train step scale
+it per step, without recompiling. Layer groups, discriminative lrs, gradual unfreezing and STLR: lm_jax/finetuning.py.
 
 `nt_asgd` is AWD-LSTM's non-monotonically triggered averaged SGD: SGD until validation stops
 improving (`should_start_averaging`), then torch.optim.ASGD(t0=0, lambd=0), i.e. the same SGD step
 plus a running average of the iterates, which validation, the best checkpoint and the test use
 (`evaluation_params`). The switch is a flag in the optimiser state that the host sets between epochs.
 
-What happens between epochs is each optimiser's `EpochPolicy` (the next lr, NT-ASGD's switch and averaged
-evaluation weights, fine-tuning's start and stop): the training loop calls it for every optimiser.
+Between epochs, each optimiser's `EpochPolicy` (the next lr, NT-ASGD's switch and averaged evaluation weights,
+fine-tuning's start and stop): the training loop calls it for every optimiser.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from typing import Any, Callable, Collection, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from lm_jax import finetuning
 from lm_jax.errors import UserError
 
 
@@ -97,11 +99,13 @@ def _when(c: ml_collections.ConfigDict, lr: float, epoch: int, improved: bool) -
   return lr / 10.0 if epoch in c.when else lr
 
 
-# name -> (optim config, lr of the epoch that ended, its 1-based number, whether validation improved) -> next lr
+# name -> (optim config, lr of the epoch that ended, its 1-based number, whether validation improved) -> next lr.
+# 'stlr' keeps the epoch's lr: its slanted triangle is per step (lm_jax/finetuning.py, each step's lr_scale).
 SCHEDULES: dict[str, Callable[[ml_collections.ConfigDict, float, int, bool], float]] = {
     "plateau": _plateau,
     "decay_after": _decay_after,
     "when": _when,
+    "stlr": lambda c, lr, epoch, improved: lr,
 }
 
 
@@ -127,32 +131,51 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.when and c.schedule != "when":
     raise UserError(f"config.optim.when is read by the 'when' schedule, not {c.schedule!r}; pass "
                     "--config.optim.schedule=when")
+  if len(c.betas) != 2 or not all(0.0 <= b < 1.0 for b in c.betas):
+    raise UserError(f"config.optim.betas must be two numbers in [0, 1) (got {tuple(c.betas)}); pass e.g. "
+                    "--config.optim.betas='(0.9, 0.999)' (ULMFiT's: (0.7, 0.99))")
+  finetuning.validate(c)
 
 
-def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = ()) -> optax.GradientTransformation:
+def make_optimizer(c: ml_collections.ConfigDict, frozen: Collection[str] = (),
+                   groups: finetuning.Groups = ()) -> optax.GradientTransformation:
   """clip_by_global_norm(clip) (none when clip is 0) then the named optimiser, with the lr injected so the host
   can change it.
 
   `frozen` names top-level parameters that never change, as torch's requires_grad=False: their gradient is
   zeroed before the clip (so the norm leaves it out) and weight decay skips them, so every optimiser's
   update of them is exactly 0 (Adam's moments stay 0; nt_asgd's average of a constant is that constant).
-  With nothing frozen the optimiser is the reference's, state and all."""
+  With nothing frozen the optimiser is the reference's, state and all. `groups` (names per layer group, bottom
+  first): for discriminative lrs or gradual unfreezing, each group's own optimiser (lm_jax/finetuning.py)."""
   is_frozen = lambda params: {name: name in frozen for name in params}
   is_trained = lambda params: {name: name not in frozen for name in params}
+  update_at = lambda lr: OPTIMIZERS[c.name].build(c, lr, is_trained if frozen else None)
 
-  def build(learning_rate: float) -> optax.GradientTransformation:
-    decay_mask = is_trained if frozen else None
-    update = OPTIMIZERS[c.name].build(c, learning_rate, decay_mask)
+  def build(learning_rate: float, trainable: jax.Array | None = None) -> optax.GradientTransformation:
+    grouped = trainable is not None
+    update = (finetuning.by_group(update_at, learning_rate, trainable, groups, c) if grouped else
+              update_at(learning_rate))
     update = optax.chain(clip_by_global_norm(c.clip), update) if c.clip else update
+    update = optax.chain(finetuning.zero_frozen_groups(trainable, groups), update) if grouped else update
     return optax.chain(optax.masked(optax.set_to_zero(), is_frozen), update) if frozen else update
 
-  return optax.inject_hyperparams(build)(learning_rate=c.lr)
+  if not finetuning.uses_groups(c):
+    return optax.inject_hyperparams(build)(learning_rate=c.lr)
+  return optax.inject_hyperparams(build)(learning_rate=c.lr, trainable=np.ones(len(groups), np.float32))
+
+
+def update_with_lr_scale(optimizer: optax.GradientTransformation, grads, opt_state: optax.InjectHyperparamsState,
+                         params, lr_scale) -> tuple[Any, optax.InjectHyperparamsState]:
+  """The optimiser's update at its lr times `lr_scale` for this step only (AWD-LSTM's variable-BPTT scaling, STLR's
+  per-step factor); the state keeps the epoch's lr."""
+  lr = opt_state.hyperparams["learning_rate"]
+  updates, opt_state = optimizer.update(grads, with_learning_rate(opt_state, lr * lr_scale), params)
+  return updates, with_learning_rate(opt_state, lr)
 
 
 def with_learning_rate(opt_state: optax.InjectHyperparamsState, lr: float) -> optax.InjectHyperparamsState:
   """The same optimiser state with a new learning rate (the hyperparameter lives in the state)."""
-  hyperparams = dict(opt_state.hyperparams, learning_rate=lr)
-  return opt_state._replace(hyperparams=hyperparams)
+  return opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=lr))
 
 
 def _is_asgd(node: Any) -> bool:
@@ -259,9 +282,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask), EpochPolicy()),
     "nt_asgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, averaged_sgd(lr), decay_mask), NTASGDPolicy()),
     # torch.optim.Adam's weight decay, as AWD-LSTM's
-    "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr), decay_mask), EpochPolicy()),
-    "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, weight_decay=c.weight_decay, mask=decay_mask),
-                       EpochPolicy()),
+    "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, *c.betas), decay_mask), EpochPolicy()),
+    "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, *c.betas, weight_decay=c.weight_decay,
+                                                             mask=decay_mask), EpochPolicy()),
     # deepmind/lamb's 'rmsprop' (the Mogrifier LSTM's optimiser): TF's Adam with beta1 0, beta2 0.999, epsilon 1e-8
     "rmsprop": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, b1=0.0, b2=0.999, eps=1e-8), decay_mask),
                          EpochPolicy()),

@@ -48,7 +48,7 @@ class TrainState(NamedTuple):
 class WindowAt(NamedTuple):
   start: Any            # first row of the window in the batchified split
   length: Any           # its valid steps, <= the static max_len
-  lr_scale: Any = 1.0   # the lr is scaled by this for this step only (variable BPTT: drawn length / bptt)
+  lr_scale: Any = 1.0   # the lr is scaled by this for this step only (variable BPTT: drawn length / bptt; STLR)
 
 
 STATE_SPECS = TrainState(params=REPLICATED, opt_state=REPLICATED, carry=CARRY, rng=REPLICATED, step=REPLICATED)
@@ -73,10 +73,7 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
     # One device: no pmean, which XLA:CPU still runs as a copy of every gradient (~8 ms/step at WikiText-2 size).
     grads = jax.lax.pmean(grads, DATA) if mesh.shape[DATA] > 1 else grads
     # As AWD-LSTM sets its param group's lr around optimizer.step(): the scaled lr for this update only.
-    lr = state.opt_state.hyperparams["learning_rate"]
-    opt_state = optim.with_learning_rate(state.opt_state, lr * window_at.lr_scale)
-    updates, opt_state = optimizer.update(grads, opt_state, state.params)
-    opt_state = optim.with_learning_rate(opt_state, lr)
+    updates, opt_state = optim.update_with_lr_scale(optimizer, grads, state.opt_state, state.params, window_at.lr_scale)
     state = TrainState(optax.apply_updates(state.params, updates), opt_state, aux.carry, state.rng, state.step + 1)
     return state, {"loss": jax.lax.pmean(aux.nll_sum / aux.tokens, DATA), "grad_norm": optim.global_norm(grads)}
 

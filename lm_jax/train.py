@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from lm_jax import checkpoints, config as config_lib, optim, parallel, runner
+from lm_jax import checkpoints, config as config_lib, finetuning, optim, parallel, runner
 from lm_jax.lm_run import (Run, begin, epoch_train_split, epoch_windows, finish, floor_note, save_latest, setup_run,
                            start)
 from lm_jax.runner import Progress
@@ -49,9 +49,10 @@ def train_windows(run: Run, state: TrainState, progress: Progress, windows: list
   if first == 0:
     carry = parallel.put_tree(run.model.init_carry(config.batch_size), run.mesh, parallel.CARRY)
     state = state._replace(carry=carry)
-  # An array on the mesh, like the one the step hands back: one compiled program for every epoch.
-  lr_on_mesh = parallel.put(np.float32(progress.lr), run.mesh, parallel.REPLICATED)
-  state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, lr_on_mesh))
+  # The epoch's lr (and trainable layer groups) as arrays on the mesh, like the ones the step hands back: one compiled
+  # program for every epoch.
+  on_mesh = lambda value: parallel.put(value, run.mesh, parallel.REPLICATED)
+  state = state._replace(opt_state=finetuning.at_epoch(config.optim, state.opt_state, progress.lr, epoch, on_mesh))
   interval, interval_start = [], time.time()
   # train_loss_sum adds the losses one window at a time, in order, so that a resumed (or continued) epoch sums
   # them as the uninterrupted one does: those before `first`, then each interval as it is logged, and at a

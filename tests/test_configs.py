@@ -40,7 +40,7 @@ def test_shipped_config_loads_through_config_flags_and_validates(argument):
   config = flag_values.config
   if os.path.basename(argument).startswith("classify_"):  # lm-jax-classify's configs
     classify_config.validate(config)
-    assert config.data.source in ("mr", "sst", "sst2", "trec", "synthetic")
+    assert config.data.source in ("mr", "sst", "sst2", "trec", "imdb", "synthetic")
   else:
     config_lib.validate(config)
     assert config.data.source in ("dir", "hub", "synthetic")

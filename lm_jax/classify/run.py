@@ -14,14 +14,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from lm_jax import checkpoints, optim, runner
+from lm_jax import checkpoints, finetuning, optim, runner
 from lm_jax.classify import metrics as metrics_lib, steps
 from lm_jax.classify.data.batching import Batch, bucket_lengths, bucketed_batches
 from lm_jax.classify.data.corpus import LabelledCorpus
-from lm_jax.classify.data.prepare import EncodedFold, EncodedSplit, encode_fold
+from lm_jax.classify.data.prepare import EncodedFold, EncodedSplit
 from lm_jax.classify.data.splits import Fold
 from lm_jax.classify.models.interface import Classifier
-from lm_jax.classify.models.registry import model_from_config
+from lm_jax.classify.models.registry import family, model_from_config
 from lm_jax.errors import UserError
 from lm_jax.runner import Progress
 from lm_jax.steps import TrainState
@@ -39,7 +39,7 @@ class Run:
   optimizer: optax.GradientTransformation
   policy: optim.EpochPolicy
   meta: dict  # saved with every checkpoint: vocabulary, classes, config, fold; a resume checks it fits this data
-  train_step: Callable[[TrainState, Batch], tuple[TrainState, steps.Metrics]]
+  train_step: Callable[[TrainState, Batch, float], tuple[TrainState, steps.Metrics]]
   report: runner.Report
 
   @property
@@ -50,14 +50,19 @@ class Run:
 def setup_run(config: ml_collections.ConfigDict, workdir: str, *, corpus: LabelledCorpus, fold: Fold) -> Run:
   """`fold` of `corpus` encoded (the vocabulary from its training split), the model, the optimiser, the compiled
   step. Writes nothing."""
-  data = encode_fold(fold, config.data)
+  data = family(config.model).encode_fold(config.model, fold, config.data)
   model = model_from_config(config.model, len(data.vocab), len(corpus.classes))
-  optimizer = optim.make_optimizer(config.optim, frozen=model.frozen_params())
+  groups = model.layer_groups()
+  finetuning.validate_unfreezing(config.optim, config.epochs, len(groups))
+  optimizer = optim.make_optimizer(config.optim, frozen=model.frozen_params(), groups=groups)
   report = runner.Report()
   cut = {name: split.num_cut for name, split in data.splits.items() if split.num_cut}
   if cut:
     report.line(f"| cut to config.data.max_len={config.data.max_len} tokens: " +
                 ", ".join(f"{n:,} of {len(data.splits[s].ids):,} {s} examples" for s, n in cut.items()))
+  known = data.known_fraction()
+  if known < 1.0:
+    report.line(f"| vocabulary: {100 * known:.1f}% of the training split's tokens are in it, the rest <unk>")
   meta = {"vocab": list(data.vocab.words), "classes": list(corpus.classes), "config": config.to_dict(),
           "fold": fold.name, "bayes_accuracy": (corpus.bayes_accuracy or {}).get("test")}
   return Run(config, workdir, corpus.classes, data, model, optimizer, optim.policy(config.optim), meta,
@@ -65,18 +70,18 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str, *, corpus: Labell
 
 
 def start(run: Run, resuming: bool) -> tuple[TrainState, Progress]:
-  """A fresh state from the seed (with any pretrained vectors), or the `latest` checkpoint's when resuming a run
-  that wrote one. Only reads."""
+  """A fresh state from the seed (with any pretrained vectors or weights), or the `latest` checkpoint's when resuming
+  a run that wrote one. Only reads."""
   config = run.config
   restoring = resuming and checkpoints.latest_step(run.workdir, checkpoints.LATEST) is not None
   params = run.model.init_params(config.seed)
   sizes = ", ".join(f"{name} {len(split.ids):,}" for name, split in run.data.splits.items())
   run.report.line(f"| {run.data.name}: {len(run.classes)} classes, {len(run.data.vocab):,} words; examples {sizes} | "
                   f"model: {run.model.describe()}, {sum(x.size for x in jax.tree.leaves(params)):,} parameters")
-  if config.model.pretrained_embeddings and not restoring:  # a checkpoint holds them already
-    path = config.model.pretrained_embeddings
-    params, matched = run.model.load_pretrained(params, run.data.vocab.words, path)
-    run.report.line(matched.coverage(len(run.data.vocab), path))
+  if not restoring:  # a checkpoint holds them already
+    params, note = run.model.initial_params(params, run.data.vocab.words, config.model)
+    if note:
+      run.report.line(note)
   state = TrainState(params, run.optimizer.init(params), steps.epoch_sums(), jax.random.PRNGKey(config.seed + 1),
                      jnp.int32(0))
   if not restoring:

@@ -31,12 +31,13 @@ def epoch_sums() -> dict[str, jax.Array]:
 
 
 def make_train_step(model: Classifier, optimizer: optax.GradientTransformation
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-  """(state, batch) -> (state, metrics): `loss`, the batch's mean NLL over its real rows; `correct` and `count`,
-  its right predictions and real rows; `grad_norm`. The state's carry sums them over the epoch so far
-  (`epoch_sums`; zeros at each epoch's start), so a resumed epoch reports what the uninterrupted one does."""
+                    ) -> Callable[[TrainState, Batch, float], tuple[TrainState, Metrics]]:
+  """(state, batch, lr_scale) -> (state, metrics): `loss`, the batch's mean NLL over its real rows; `correct` and
+  `count`, its right predictions and real rows; `grad_norm`. The state's carry sums them over the epoch so far
+  (`epoch_sums`; zeros at each epoch's start), so a resumed epoch reports what the uninterrupted one does. The lr of
+  this step is the epoch's times `lr_scale` (STLR's factor; 1 by default)."""
 
-  def step(state: TrainState, tokens_BxT, mask_BxT, labels_B, weight_B) -> tuple[TrainState, Metrics]:
+  def step(state: TrainState, tokens_BxT, mask_BxT, labels_B, weight_B, lr_scale) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params: Params):
@@ -45,7 +46,7 @@ def make_train_step(model: Classifier, optimizer: optax.GradientTransformation
       return jnp.sum(nll_B * weight_B) / jnp.sum(weight_B), logits_BxC
 
     (loss, logits_BxC), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates, opt_state = optim.update_with_lr_scale(optimizer, grads, state.opt_state, state.params, lr_scale)
     params = model.constraints(optax.apply_updates(state.params, updates))
     correct = jnp.sum((jnp.argmax(logits_BxC, axis=1) == labels_B) * weight_B)
     count = jnp.sum(weight_B)
@@ -55,7 +56,7 @@ def make_train_step(model: Classifier, optimizer: optax.GradientTransformation
     return TrainState(params, opt_state, sums, state.rng, state.step + 1), metrics
 
   compiled = jax.jit(step, donate_argnums=0)
-  return lambda state, batch: compiled(state, *_on_device(batch))
+  return lambda state, batch, lr_scale=1.0: compiled(state, *_on_device(batch), np.float32(lr_scale))
 
 
 @functools.partial(jax.jit, static_argnums=0)

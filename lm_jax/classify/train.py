@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from lm_jax import checkpoints, parallel, runner, workdir as workdir_lib
+from lm_jax import checkpoints, finetuning, parallel, runner, workdir as workdir_lib
 from lm_jax.classify import config as config_lib, steps
 from lm_jax.classify.data.config import load_corpus
 from lm_jax.classify.data.corpus import LabelledCorpus
@@ -39,10 +39,16 @@ def train_epoch(run: Run, state: TrainState, progress: Progress,
   batches = epoch_batches(run, epoch)
   if progress.batch == 0:
     state = state._replace(carry=steps.epoch_sums())
+  # The epoch's lr and trainable layer groups, and each step's factor on that lr (lm_jax/finetuning.py).
+  state = state._replace(opt_state=finetuning.at_epoch(config.optim, state.opt_state, progress.lr, epoch))
+  # Committed to the device as the step's outputs are: a mix of new and committed arrays would be traced anew.
+  state = jax.device_put(state, jax.local_devices()[0])
+  lr_scales = finetuning.epoch_lr_scales(config.optim, epoch, config.epochs, len(run.model.layer_groups()),
+                                         lambda e: len(batches))
   interval, interval_start = [], time.time()
   bar = run.report.bar(len(batches), progress.batch, f"epoch {epoch}")
-  for batch in batches[progress.batch:]:
-    state, step_metrics = run.train_step(state, batch)
+  for batch, lr_scale in zip(batches[progress.batch:], lr_scales[progress.batch:]):
+    state, step_metrics = run.train_step(state, batch, lr_scale)
     progress = dataclasses.replace(progress, step=progress.step + 1, batch=progress.batch + 1)
     interval.append(step_metrics)
     bar.update()

@@ -11,7 +11,7 @@ import numpy as np
 
 from lm_jax.classify.data.config import lowercase_of
 from lm_jax.classify.data.splits import Fold
-from lm_jax.classify.data.text import build_vocabulary, encode, tokenize
+from lm_jax.classify.data.text import UNK, build_vocabulary, encode, tokenize
 from lm_jax.data.vocab import Vocabulary
 
 
@@ -25,8 +25,13 @@ class EncodedSplit:
 @dataclasses.dataclass(frozen=True)
 class EncodedFold:
   name: str
-  vocab: Vocabulary               # <pad> 0, <unk> 1, then the fold's training words
+  vocab: Vocabulary               # <pad> 0, <unk> 1, then the fold's training words (or the one a family reads)
   splits: dict[str, EncodedSplit]  # 'train', 'dev', 'test'
+
+  def known_fraction(self) -> float:
+    """The fraction of the training split's tokens (as cut to max_len) that are not `<unk>`."""
+    ids = np.concatenate([np.zeros(0, np.int32)] + self.splits["train"].ids)
+    return float(np.mean(ids != self.vocab.index.get(UNK, -1))) if len(ids) else 1.0
 
 
 def tokenize_texts(texts: Sequence[str], c: ml_collections.ConfigDict) -> list[list[str]]:
@@ -40,9 +45,10 @@ def encode_texts(texts: Sequence[str], vocab: Vocabulary, c: ml_collections.Conf
   return encode(tokenize_texts(texts, c), vocab, c.max_len)
 
 
-def encode_fold(fold: Fold, c: ml_collections.ConfigDict) -> EncodedFold:
+def encode_fold(fold: Fold, c: ml_collections.ConfigDict, vocab: Vocabulary | None = None) -> EncodedFold:
+  """The fold's splits as ids in `vocab`, or by default in one built from its training split."""
   tokens = {name: tokenize_texts(getattr(fold, name).texts, c) for name in ("train", "dev", "test")}
-  vocab = build_vocabulary(tokens["train"], c.min_count)
+  vocab = build_vocabulary(tokens["train"], c.min_count) if vocab is None else vocab
   splits = {}
   for name, token_lists in tokens.items():
     ids, num_cut = encode(token_lists, vocab, c.max_len)

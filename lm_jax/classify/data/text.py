@@ -24,7 +24,7 @@ from lm_jax.data.vocab import Vocabulary
 from lm_jax.errors import UserError
 
 PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
+PAD_ID = 0  # build_vocabulary's; <unk> is its id 1
 
 # Kim's thirteen substitutions in three passes. The clitic and punctuation rules never create or break each
 # other's matches, so one pass of each group gives what the rules give one by one (tests/test_classify_data.py
@@ -59,12 +59,19 @@ def build_vocabulary(token_lists: Iterable[Sequence[str]], min_count: int = 1) -
 
 
 def encode(token_lists: Iterable[Sequence[str]], vocab: Vocabulary, max_len: int) -> tuple[list[np.ndarray], int]:
-  """Each token list as int32 ids (unknown words: `<unk>`), cut to its first `max_len` tokens; also returns how
-  many lists were cut (for the caller's note)."""
+  """Each token list as int32 ids (unknown words: the vocabulary's `<unk>`), cut to its first `max_len` tokens; also
+  returns how many lists were cut (for the caller's note)."""
   index = vocab.index
+  unk_id = index.get(UNK)
+  token_lists = list(token_lists)
+  if unk_id is None:  # a vocabulary read from elsewhere (an LM run's) may lack <unk>: fine while every word is in it
+    unknown = next((t for tokens in token_lists for t in tokens[:max_len] if t == PAD or t not in index), None)
+    if unknown is not None:
+      raise UserError(f"the word {unknown!r} is not in the vocabulary, which has no {UNK} for words it never saw; "
+                      "use a vocabulary with <unk> (lm-jax-classify-corpus writes LM text with <unk> for rare words)")
   ids, num_cut = [], 0
   for tokens in token_lists:
     num_cut += len(tokens) > max_len
     # A literal "<pad>" in the text is a word like any other unknown one, never padding.
-    ids.append(np.array([index.get(t, UNK_ID) or UNK_ID for t in tokens[:max_len]], dtype=np.int32))
+    ids.append(np.array([unk_id if t == PAD else index.get(t, unk_id) for t in tokens[:max_len]], dtype=np.int32))
   return ids, num_cut

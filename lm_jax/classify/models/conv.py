@@ -3,7 +3,7 @@
 A filter of width w reads windows of w consecutive tokens. "Wide" (Kalchbrenner et al.; what Kim's w-1 zero
 rows on each side give): the sequence is padded with w-1 zero vectors on each side, so there are T + w - 1
 windows and window t covers tokens t-w+1 .. t; every token, even in a sentence shorter than w, is seen by w
-windows. Padded positions of the batch must hold zero vectors (interface.Classifier.embed zeroes them), so a
+windows. Padded positions of the batch must hold zero vectors (EmbeddingClassifier.embed zeroes them), so a
 window mixing real tokens and padding equals the same window of the unpadded sentence with Kim's zero rows.
 `window_mask` marks the windows that hold at least one real token: those are the windows of the sentence
 itself, whatever padding the batch added.

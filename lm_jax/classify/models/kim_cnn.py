@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.classify.models.conv import wide_convs, window_mask
-from lm_jax.classify.models.interface import Classifier, Params, uniform
+from lm_jax.classify.models.embedding_classifier import EmbeddingClassifier
+from lm_jax.classify.models.interface import Params, uniform
 from lm_jax.classify.models.pooling import masked_max
 from lm_jax.errors import UserError
 
@@ -37,7 +38,7 @@ FILTER_INIT_RANGE = 0.01  # Kim's LeNetConvPoolLayer for ReLU filters
 
 
 @dataclasses.dataclass(frozen=True)
-class KimCNN(Classifier):
+class KimCNN(EmbeddingClassifier):
   """Kim's CNN; fields as config.model's."""
 
   kind = "cnn"

@@ -24,6 +24,21 @@ def masked_mean(x_BxTxH: jax.Array, mask_BxT: jax.Array) -> jax.Array:
   return jnp.sum(x_BxTxH * real_BxTx1, axis=1) / jnp.maximum(jnp.sum(real_BxTx1, axis=1), 1.0)
 
 
+def masked_last(x_BxTxH: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+  """x at each row's last real position [B, H]."""
+  steps = x_BxTxH.shape[1]
+  last_B = steps - 1 - jnp.argmax(mask_BxT[:, ::-1], axis=1)
+  last_BxH = jnp.take_along_axis(x_BxTxH, last_B[:, None, None], axis=1)[:, 0]
+  return jnp.where(jnp.any(mask_BxT, axis=1, keepdims=True), last_BxH, 0.0)
+
+
+def concat_pool(x_BxTxH: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+  """ULMFiT's concat pooling [B, 3H]: [x at the last real position, max, mean over the real positions] (fastai's
+  masked_concat_pool, in its order)."""
+  return jnp.concatenate([masked_last(x_BxTxH, mask_BxT), masked_max(x_BxTxH, mask_BxT),
+                          masked_mean(x_BxTxH, mask_BxT)], axis=1)
+
+
 def max_pool(x_BxTxH: jax.Array, mask_BxT: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
   """Non-overlapping max pooling over time in groups of `size` steps (the last group short when T is not a
   multiple), each group's max over its real steps: [B, ceil(T/size), H] and the mask of groups holding a real

@@ -8,10 +8,12 @@ import ml_collections
 from lm_jax.classify.models.cnn_rnn import CNNRNNClassifier
 from lm_jax.classify.models.interface import Classifier
 from lm_jax.classify.models.kim_cnn import KimCNN
+from lm_jax.classify.models.lm_encoder import LMEncoderClassifier
 from lm_jax.classify.models.rnn import RNNClassifier
 from lm_jax.errors import UserError
 
-FAMILIES: dict[str, type[Classifier]] = {family.kind: family for family in (KimCNN, RNNClassifier, CNNRNNClassifier)}
+FAMILIES: dict[str, type[Classifier]] = {family.kind: family for family in (KimCNN, RNNClassifier, CNNRNNClassifier,
+                                                                          LMEncoderClassifier)}
 
 
 def family(model_config: ml_collections.ConfigDict) -> type[Classifier]:
@@ -31,5 +33,5 @@ def model_from_config(model_config: ml_collections.ConfigDict, vocab_size: int, 
 
 def default_model_config(kind: str) -> ml_collections.ConfigDict:
   """config.model for a family with its defaults (kind included): the starting point of a config file."""
-  return ml_collections.ConfigDict(family(ml_collections.ConfigDict({"kind": kind})).from_config(
+  return ml_collections.ConfigDict(family(ml_collections.ConfigDict({"kind": kind})).from_fields(
       ml_collections.ConfigDict(), vocab_size=1, num_classes=2).config_fields())

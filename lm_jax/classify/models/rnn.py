@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.classify.models.interface import Classifier, Params, uniform
+from lm_jax.classify.models.embedding_classifier import EmbeddingClassifier
+from lm_jax.classify.models.interface import Params, uniform
 from lm_jax.classify.models.pooling import masked_max, masked_mean
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
@@ -36,7 +37,7 @@ READOUTS = ("final", "max", "mean", "flatten")
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNClassifier(Classifier):
+class RNNClassifier(EmbeddingClassifier):
   """Recurrent layers and a readout; fields as config.model's. The defaults are the brief's GRU classifier."""
 
   kind = "rnn"
