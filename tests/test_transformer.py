@@ -1,5 +1,5 @@
 """The Transformer family: against PyTorch's word_language_model TransformerModel (same function, training
-steps, perplexity, checkpoints both ways), causality with and without memory, KV-cache generation against
+steps, perplexity, checkpoints both ways), causality with and without memory (either positions), KV-cache generation against
 re-running the whole sequence, the whole trainer/generator path, and its user errors. Relative errors are
 norm-wise: max|a - b| / max|b|, b PyTorch's."""
 
@@ -162,9 +162,9 @@ def random_model(**options) -> tuple[TransformerModel, dict]:
   return model, model.init_params(0)
 
 
-@pytest.mark.parametrize("memory", [0, 5])
-def test_changing_token_t_changes_no_logit_before_t(memory):
-  model, params = random_model(memory=memory)
+@pytest.mark.parametrize("memory, positions", [(0, "absolute"), (5, "absolute"), (5, "relative")])
+def test_changing_token_t_changes_no_logit_before_t(memory, positions):
+  model, params = random_model(memory=memory, positions=positions)
   tokens_NxTxB = np.random.default_rng(2).integers(40, size=(2, 8, 3))
   apply = jax.jit(lambda tokens_TxB, carry: model.features(params, tokens_TxB, carry))
   carry = apply(tokens_NxTxB[0], model.init_carry(3)).carry  # a first window fills the memory
@@ -210,9 +210,10 @@ def whole_sequence_generate(model, params, rng, num_words, temperature, prompt_i
   return words
 
 
-@pytest.mark.parametrize("memory, prompt", [(0, None), (0, [3, 1, 4]), (4, [5, 9])])
-def test_kv_cache_generation_equals_rerunning_the_whole_sequence(memory, prompt):
-  model, params = random_model(memory=memory)
+@pytest.mark.parametrize("memory, prompt, positions", [(0, None, "absolute"), (0, [3, 1, 4], "absolute"),
+                                                       (4, [5, 9], "absolute"), (4, [5, 9], "relative")])
+def test_kv_cache_generation_equals_rerunning_the_whole_sequence(memory, prompt, positions):
+  model, params = random_model(memory=memory, positions=positions)
   rng = jax.random.PRNGKey(7)
   prompt_ids = None if prompt is None else jnp.asarray(prompt)
   words = generate(model, params, rng, 30, 1.0, 0, prompt_ids)[0]
@@ -227,13 +228,14 @@ def transformer_config(**overrides):
   return tiny_config(**{"model.kind": "transformer", "epochs": 1, "optim.lr": 2.0, **overrides})
 
 
-@pytest.mark.parametrize("options", [{}, {"model.memory": 6, "model.pre_norm": True, "model.transformer_tied": True}],
-                         ids=["reference", "options"])
+@pytest.mark.parametrize("options", [{}, {"model.memory": 6, "model.pre_norm": True, "model.transformer_tied": True,
+                                          "model.positions": "relative"}], ids=["reference", "options"])
 def test_trains_evaluates_and_generates_through_the_cli(tmp_path, options):
   results = train_and_evaluate(transformer_config(**options), str(tmp_path))
   assert results["test_loss"] < math.log(200) - 0.5  # learned something on 200 words
   run = trained.load(str(tmp_path))
   assert isinstance(run.model, TransformerModel) and run.model.memory == options.get("model.memory", 0)
+  assert run.model.positions == options.get("model.positions", "absolute")
   result = subprocess.run([sys.executable, "-m", "lm_jax.cli.generate", f"--workdir={tmp_path}", "--words=25"],
                           capture_output=True, text=True, cwd=REPO, check=False)
   assert result.returncode == 0, result.stderr
@@ -256,6 +258,8 @@ def test_bad_transformer_config_fails_before_anything_is_written(tmp_path):
       ({"model.nhead": 3}, "config.model.nhead (3) must divide config.model.emsize (16); pass e.g. "
                            "--config.model.nhead=2"),
       ({"model.memory": -1}, "config.model.memory must be >= 0 (got -1); pass 0 for none"),
+      ({"model.positions": "rotary"}, "unknown config.model.positions 'rotary'; use --config.model.positions= one of "
+                                      "absolute, relative"),
       ({"model.layer_dropout": 1.0}, r"config.model.layer_dropout must be in [0, 1) (got 1.0)"),
       ({"model.emsize": 15, "model.nhead": 1}, "a transformer needs an even config.model.emsize (got 15)")]:
     assert user_error(train_and_evaluate, transformer_config(**override), str(tmp_path / "w")).startswith(message)

@@ -20,21 +20,21 @@ Parameters mirror the reference's state_dict one to one (matrices transposed to 
   decoder_weight [V, E] (unless transformer_tied)  decoder.weight
   decoder_bias [V]                                 decoder.bias
 The positional table (the reference's pos_encoder.pe buffer) is a fixed function, `sinusoids`, not a
-parameter.
+parameter. Relative positions add relative_u, relative_v [N, D] and layer_k_relative_proj [E, E] (no reference).
 
 The carry. The reference's model carries nothing: every window starts at position 0 (carry ()). Two
 options carry a key/value cache, `KVCache`: per layer the keys and values of the last C positions
 [B, C, E] and each column's position [B]. Every query attends causally to the cache and to its own
 window; afterwards the cache keeps the last C positions of the two.
 - `memory` = M > 0 (Transformer-XL-like): training and evaluation carry the previous M positions'
-  keys and values from window to window (the train step stops their gradient). Positions are absolute
-  and shifted: the count of tokens a column has seen since the carry started, so a cached key keeps the
-  position it was computed at and every query sees a consistent picture of the past. Relative positions
-  (Transformer-XL's) would change every attention layer and add parameters; shifted absolute positions
-  keep the reference's model and parameters unchanged. The cost: positions grow over an epoch (~100k on
-  WikiText-2), where float32 angles of the fastest sinusoids carry ~1e-2 rad of rounding. Keys and values,
-  not Transformer-XL's layer inputs, are carried: the same cache serves generation, and the memory's
-  projections are not recomputed each window (they are one update stale in training instead).
+  keys and values from window to window (the train step stops their gradient). Keys and values, not
+  Transformer-XL's layer inputs, are carried: the same cache serves generation, and the memory's projections
+  are not recomputed each window (they are one update stale in training instead). With the reference's
+  absolute positions, a column's positions count the tokens it has seen since the carry started, so a cached
+  key keeps the position it was computed at; they grow over an epoch (~100k on WikiText-2), past anything a
+  window without memory shows, and float32 angles of the fastest sinusoids carry ~1e-2 rad of rounding there.
+- `positions` = "relative": Transformer-XL's relative attention (positions.py) in place of the
+  sinusoids added to the embedding; scores see only distances, so the memory means the same all epoch.
 - Generation: `init_decoding_carry` makes a cache that holds the whole generated sequence, so each new
   word costs one position, not the whole sequence again, with the same result.
 """
@@ -43,18 +43,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import ModuleType
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from numpy.typing import ArrayLike
 
 from lm_jax.errors import UserError
 from lm_jax.models import precision
 from lm_jax.models.interface import LanguageModel, ModelOutput, Params
+from lm_jax.models.positions import POSITIONS, distance_table, relative_init_params, relative_scores, sinusoids
 from lm_jax.models.softmax_nll import decoder_nll
 
 LAYER_NORM_EPS = 1e-5  # nn.TransformerEncoderLayer's and nn.Transformer's default
@@ -67,22 +66,6 @@ class KVCache(NamedTuple):
   keys: tuple[jax.Array, ...]     # per layer [B, C, E]: the last C positions' keys, oldest first
   values: tuple[jax.Array, ...]   # per layer [B, C, E]
   position_B: jax.Array           # int32: the position of the next token of each column
-
-
-def sinusoids(positions: ArrayLike, emsize: int, xp: ModuleType = jnp) -> ArrayLike:
-  """The reference's PositionalEncoding at `positions` [...] -> [..., E]: even features sin(p * w_i), odd
-  cos(p * w_i), w_i = exp(-2i log(10000) / E), in float32 as PyTorch computes its table. `xp` is numpy for
-  positions known when tracing (a constant, the same bits in every program and in the exported table:
-  XLA's sin differs in the last bit between a folded constant and a computed one) or jax.numpy."""
-  exponents_half = np.arange(0, emsize, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / emsize)
-  # exp rounded once from float64: PyTorch's rates exactly (numpy's float32 exp is an ulp off for some,
-  # which shifts the angle at position 5000 by 1e-4).
-  rates_half = np.exp(exponents_half.astype(np.float64)).astype(np.float32)
-  angles = xp.asarray(positions).astype(np.float32)[..., None] * rates_half
-  if xp is np:  # sin and cos of the float32 angles rounded once, as close as XLA's; numpy's float32 sin is coarser
-    angles = angles.astype(np.float64)
-  pe = xp.stack([xp.sin(angles), xp.cos(angles)], axis=-1).astype(np.float32)
-  return pe.reshape(*angles.shape[:-1], emsize)
 
 
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -124,6 +107,7 @@ class TransformerModel(LanguageModel):
   pre_norm: bool = False      # x + sublayer(norm(x)) instead of norm(x + sublayer(x))
   memory: int = 0             # positions of keys/values carried across windows (0: none, the reference)
   transformer_tied: bool = False  # decoder weight = embedding (the reference ignores --tied for Transformers)
+  positions: str = "absolute"     # "relative": Transformer-XL's relative attention (positions.py)
   matmul_dtype: str = "float32"   # "bfloat16": matmul inputs rounded to it, float32 accumulation (precision.py)
 
   @classmethod
@@ -144,12 +128,15 @@ class TransformerModel(LanguageModel):
     if m.memory < 0:
       raise UserError(f"config.model.memory must be >= 0 (got {m.memory}); pass 0 for none (the reference) "
                       "or the number of positions to carry, e.g. --config.model.memory=35")
+    if m.positions not in POSITIONS:
+      raise UserError(f"unknown config.model.positions {m.positions!r}; use --config.model.positions= one of "
+                      f"{', '.join(POSITIONS)}")
     if m.init_range <= 0:
       raise UserError(f"config.model.init_range must be > 0 (got {m.init_range}); pass e.g. 0.1")
 
   def describe(self) -> str:
     options = [name for name, on in (("pre-norm", self.pre_norm), (f"memory {self.memory}", self.memory),
-                                     ("tied", self.transformer_tied)) if on]
+                                     ("relative positions", self._relative), ("tied", self.transformer_tied)) if on]
     return (f"transformer {self.nlayers}x{self.emsize} (nhead {self.nhead}, nhid {self.nhid}"
             + "".join(f", {o}" for o in options) + precision.describe(self.matmul_dtype) + ")")
 
@@ -179,7 +166,13 @@ class TransformerModel(LanguageModel):
     if not self.transformer_tied:
       params["decoder_weight"] = uniform((self.vocab_size, e), self.init_range)
     params["decoder_bias"] = jnp.zeros(self.vocab_size)
+    if self._relative:
+      params.update(relative_init_params(seed, self.nlayers, e, self.nhead))
     return params
+
+  @property
+  def _relative(self) -> bool:
+    return self.positions == "relative"
 
   def init_carry(self, batch_size: int) -> KVCache | tuple[()]:
     return self._cache(batch_size, self.memory) if self.memory else ()
@@ -199,20 +192,23 @@ class TransformerModel(LanguageModel):
     start_B = cache.position_B
     drop = _dropout(train, rng)
     positions_BxT = start_B[:, None] + jnp.arange(steps)
-    # The reference's positions 0..T-1 are a constant; a cache's start at each column's own position.
-    pe_TxBxE = sinusoids(positions_BxT.T, self.emsize) if carry else sinusoids(np.arange(steps), self.emsize, np)[:, None]
-    x_TxBxE = params["embedding"][tokens_TxB] * math.sqrt(self.emsize) + pe_TxBxE
+    x_TxBxE = params["embedding"][tokens_TxB] * math.sqrt(self.emsize)
+    if not self._relative:
+      # The reference's positions 0..T-1 are a constant; a cache's start at each column's own position.
+      x_TxBxE = x_TxBxE + (sinusoids(positions_BxT.T, self.emsize) if carry
+                           else sinusoids(np.arange(steps), self.emsize, np)[:, None])
     x_TxBxE = drop(x_TxBxE, self.dropout, 0)
     # Query at position p sees keys at positions 0..p: the cache's (slot j holds position start - C + j;
     # slots before position 0 are still empty) and its own window's.
     capacity = cache.keys[0].shape[1]
+    relative = self._relative_terms(params, capacity + steps, drop) if self._relative else None
     key_positions_BxS = jnp.concatenate([start_B[:, None] - capacity + jnp.arange(capacity), positions_BxT], 1)
     visible_BxTxS = ((key_positions_BxS[:, None, :] <= positions_BxT[:, :, None])
                      & (key_positions_BxS[:, None, :] >= 0))
     new_keys, new_values = [], []
     for k in range(self.nlayers):
       x_TxBxE, keys_BxSxE, values_BxSxE = self._layer(params, k, x_TxBxE, cache.keys[k], cache.values[k],
-                                                      visible_BxTxS, drop)
+                                                      visible_BxTxS, drop, relative)
       new_keys.append(keys_BxSxE)
       new_values.append(values_BxSxE)
     h_TxBxE = _layer_norm(x_TxBxE, params["final_norm_scale"], params["final_norm_bias"])
@@ -224,15 +220,22 @@ class TransformerModel(LanguageModel):
     new_cache = KVCache(tuple(map(keep, new_keys)), tuple(map(keep, new_values)), start_B + length)
     return ModelOutput(h_TxBxE, new_cache, {})
 
+  def _relative_terms(self, params: Params, num_keys: int, drop: Dropout) -> tuple[jax.Array, ...]:
+    """The sinusoids of the S distances relative_scores reads (dropped as the embedding, as Transformer-XL's),
+    u and v."""
+    table_SxE = drop(distance_table(num_keys, self.emsize), self.dropout, 1 + 4 * self.nlayers)
+    return table_SxE, params["relative_u"], params["relative_v"]
+
   def _layer(self, params: Params, k: int, x_TxBxE: jax.Array, past_keys_BxCxE: jax.Array,
-             past_values_BxCxE: jax.Array, visible_BxTxS: jax.Array, drop: Dropout) -> tuple[jax.Array, ...]:
+             past_values_BxCxE: jax.Array, visible_BxTxS: jax.Array, drop: Dropout,
+             relative: tuple[jax.Array, ...] | None) -> tuple[jax.Array, ...]:
     """One nn.TransformerEncoderLayer; also returns the keys and values it attended to (cache + window)."""
     p = lambda name: params[f"layer_{k}_{name}"]
     norm = lambda x, n: _layer_norm(x, p(f"norm{n}_scale"), p(f"norm{n}_bias"))
     site = 1 + 4 * k
     h = norm(x_TxBxE, 1) if self.pre_norm else x_TxBxE
     attended, keys_BxSxE, values_BxSxE = self._attention(p, h, past_keys_BxCxE, past_values_BxCxE, visible_BxTxS,
-                                                         lambda w: drop(w, self.layer_dropout, site))
+                                                         lambda w: drop(w, self.layer_dropout, site), relative)
     x_TxBxE = x_TxBxE + drop(attended, self.layer_dropout, site + 1)
     x_TxBxE = x_TxBxE if self.pre_norm else norm(x_TxBxE, 1)
     h = norm(x_TxBxE, 2) if self.pre_norm else x_TxBxE
@@ -243,8 +246,10 @@ class TransformerModel(LanguageModel):
 
   def _attention(self, p: Callable[[str], jax.Array], h_TxBxE: jax.Array, past_keys_BxCxE: jax.Array,
                  past_values_BxCxE: jax.Array, visible_BxTxS: jax.Array,
-                 drop_weights: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, ...]:
-    """nn.MultiheadAttention over the cache and the window: softmax(q k^T / sqrt(D)) v per head."""
+                 drop_weights: Callable[[jax.Array], jax.Array],
+                 relative: tuple[jax.Array, ...] | None) -> tuple[jax.Array, ...]:
+    """nn.MultiheadAttention over the cache and the window: softmax(q k^T / sqrt(D)) v per head; with `relative`
+    (the distances' sinusoids, u, v) Transformer-XL's scores."""
     steps, batch, emsize = h_TxBxE.shape
     heads, head_size = self.nhead, emsize // self.nhead
     q_TxBxE, k_TxBxE, v_TxBxE = jnp.split(self._matmul(h_TxBxE, p("in_proj")) + p("in_proj_bias"), 3, axis=-1)
@@ -252,7 +257,14 @@ class TransformerModel(LanguageModel):
     values_BxSxE = jnp.concatenate([past_values_BxCxE, v_TxBxE.transpose(1, 0, 2)], 1)
     q_TxBxNxD = q_TxBxE.reshape(steps, batch, heads, head_size)
     split_heads = lambda a_BxSxE: a_BxSxE.reshape(batch, -1, heads, head_size)
-    scores_BxNxTxS = self._einsum("tbnd,bsnd->bnts", q_TxBxNxD, split_heads(keys_BxSxE)) / math.sqrt(head_size)
+    if relative is None:
+      scores_BxNxTxS = self._einsum("tbnd,bsnd->bnts", q_TxBxNxD, split_heads(keys_BxSxE))
+    else:
+      table_SxE, u_NxD, v_NxD = relative
+      position_keys_SxNxD = self._matmul(table_SxE, p("relative_proj")).reshape(-1, heads, head_size)
+      scores_BxNxTxS = relative_scores(q_TxBxNxD, split_heads(keys_BxSxE), position_keys_SxNxD, u_NxD, v_NxD,
+                                       self._einsum)
+    scores_BxNxTxS = scores_BxNxTxS / math.sqrt(head_size)
     scores_BxNxTxS = jnp.where(visible_BxTxS[:, None], scores_BxNxTxS, -jnp.inf)
     weights_BxNxTxS = drop_weights(jax.nn.softmax(scores_BxNxTxS, axis=-1))
     attended_TxBxNxD = self._einsum("bnts,bsnd->tbnd", weights_BxNxTxS, split_heads(values_BxSxE))

@@ -116,10 +116,10 @@ def import_state_dict(state_dict: Mapping[str, np.ndarray], cell: str | None = N
 def export_state_dict(model: TransformerModel, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """lm_jax parameters of `model` -> the reference's state_dict (pe included), as C-ordered numpy arrays. A
   transformer_tied model's decoder.weight is the embedding, which the reference's untied model then copies."""
-  if model.pre_norm or model.memory:
-    raise UserError("the reference's TransformerModel has no pre_norm or memory, so this model has no "
-                    "equivalent there; export a model trained with --config.model.pre_norm=False and "
-                    "--config.model.memory=0")
+  if model.pre_norm or model.memory or model.positions != "absolute":
+    raise UserError("the reference's TransformerModel has no pre_norm, memory or relative positions, so this model "
+                    "has no equivalent there; export a model trained with --config.model.pre_norm=False, "
+                    "--config.model.memory=0 and --config.model.positions=absolute")
   state_dict = {}
   for name, array in layout.state_dict_from(params, reference_layout(model), _transposed).items():
     if name == "input_emb.weight":  # the reference's fixed pe buffer comes just before it
