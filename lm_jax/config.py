@@ -50,7 +50,7 @@ def reference_config() -> ml_collections.ConfigDict:
       pre_norm=False,       # x + sublayer(LayerNorm(x)) in place of post-norm LayerNorm(x + sublayer(x))
       memory=0,             # > 0: carry that many positions' keys/values across windows (Transformer-XL-like)
       transformer_tied=False,  # decoder weight = the embedding matrix
-      positions="absolute",    # 'relative': Transformer-XL's relative attention with its u, v biases (models/positions.py)
+      positions="absolute",    # 'relative': Transformer-XL's relative attention, u/v biases (models/positions.py)
       # rnn only: 'identity' is IRNN's init (Le et al., 2015): W_hh = recurrent_init_scale * I and zero biases,
       # for rnn_relu and rnn_tanh; 'uniform' is torch's U(-1/sqrt(H), 1/sqrt(H)) for every recurrent weight.
       recurrent_init="uniform",

@@ -1,7 +1,7 @@
 """The Transformer family: against PyTorch's word_language_model TransformerModel (same function, training
-steps, perplexity, checkpoints both ways), causality with and without memory (either positions), KV-cache generation against
-re-running the whole sequence, the whole trainer/generator path, and its user errors. Relative errors are
-norm-wise: max|a - b| / max|b|, b PyTorch's."""
+steps, perplexity, checkpoints both ways), causality with and without memory (either positions), KV-cache
+generation against re-running the whole sequence, the whole trainer/generator path, and its user errors.
+Relative errors are norm-wise: max|a - b| / max|b|, b PyTorch's."""
 
 from __future__ import annotations
 
