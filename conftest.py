@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parent
 # cuts the session's CPU time by about a third (measured: tests/test_fidelity, test_precision, test_cells,
 # test_steps 307 -> 179 CPU s) and passes the same tolerances. Users' runs and real benchmark runs keep XLA's
 # default; the benchmarks' --quick self-tests time nothing that matters.
+# Skipping LLVM's expensive passes as well (what jax's `jax_disable_most_optimizations` adds) saves about 6% more.
+_QUICK_COMPILING = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_QUICK_COMPILING]).strip()
 
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:

@@ -388,20 +388,3 @@ def test_import_errors_on_a_state_dict_of_another_model():
       "the checkpoint is no model lm_jax imports (word_language_model RNNModel: it has no encoder.weight; "
       "awd-lstm-lm RNNModel: it has no encoder.weight; word_language_model TransformerModel: it has no "
       "encoder.layers.0.linear1.weight)")
-
-
-def test_lm_jax_imports_without_torch():
-  code = ("import importlib, pkgutil, sys\n"
-          "sys.modules['torch'] = None  # any import of torch now fails\n"
-          "import lm_jax\n"
-          "names = [m.name for m in pkgutil.walk_packages(lm_jax.__path__, 'lm_jax.') if '.cli.' not in m.name]\n"
-          "for name in names + ['lm_jax.cli.import_torch']:\n"
-          "  importlib.import_module(name)\n"
-          "from lm_jax import convert\n"
-          "try:\n"
-          "  convert.read_torch_checkpoint('model.pt')\n"
-          "except lm_jax.errors.UserError as e:\n"
-          "  print(e)\n")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
-  assert result.returncode == 0, result.stderr
-  assert result.stdout.startswith("reading a PyTorch checkpoint needs torch; install it with")

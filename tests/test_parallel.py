@@ -35,7 +35,9 @@ def config():
 
 
 def with_devices(count: int, **env: str) -> dict:
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "PYTHONUNBUFFERED": "1", **env}
+  """The session's environment (its quick compiling too: root conftest.py) with `count` simulated devices."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+  return {**os.environ, "XLA_FLAGS": flags, "PYTHONUNBUFFERED": "1", **env}
 
 
 def rel_err(a, b) -> float:

@@ -18,8 +18,13 @@ PROGRAM = textwrap.dedent("""
     import lm_jax
     # Each CLI module defines its absl flags on import (one per process): they import the library lazily, in main.
     names = [m.name for m in pkgutil.walk_packages(lm_jax.__path__, "lm_jax.") if not m.name.startswith("lm_jax.cli.")]
-    for name in names:
+    for name in names + ["lm_jax.cli.import_torch"]:
       importlib.import_module(name)
+    from lm_jax import convert, errors
+    try:
+      convert.read_torch_checkpoint("model.pt")
+    except errors.UserError as e:
+      print(e)
     sys.path.insert(0, "tests")
     from conftest import tiny_config
     from lm_jax import generate, trained
@@ -36,5 +41,6 @@ def test_lm_jax_imports_trains_evaluates_and_generates_without_torch():
   done = subprocess.run([sys.executable, "-c", PROGRAM], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "torch" not in done.stderr.lower(), done.stderr[-3000:]
+  assert done.stdout.startswith("reading a PyTorch checkpoint needs torch; install it with"), done.stdout[-2000:]
   last = done.stdout.strip().splitlines()[-1]
   assert last.startswith("imported ") and last.endswith("generated 5"), done.stdout[-2000:]

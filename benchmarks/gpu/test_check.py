@@ -61,9 +61,12 @@ def test_dry_run_measures_the_awd_config_and_the_step_time_suite_in_both_framewo
   assert results["unmeasured"] == []
   for config in results["configs"]:
     assert set(config["runs"]) == {"lm_jax", "pytorch"} and config["median_ratio"]["train"] > 0
+  # The step-time suite's rnn workload in both frameworks (its own --quick self-test runs the transformer).
+  assert results["configs"][0]["median_ratio"]["recurrence_forward"] > 0
   stem = os.path.join(out, "benchmarks", "results", f"gpu-{results['machine']['name']}-quick")
   text = open(stem + ".md").read()
-  for heading in ("## Tests", "## cuDNN LSTM backend", "## AWD-LSTM config", "## Training step"):
+  for heading in ("## Tests", "## cuDNN LSTM backend", "## AWD-LSTM config", "## Training step",
+                  "## Recurrence forward"):
     assert heading in text
   if importlib.util.find_spec("matplotlib") is not None:
     assert os.path.getsize(stem + ".png") > 0
