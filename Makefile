@@ -27,9 +27,12 @@ demo: install
 ## TEST_WORKERS processes at a time (pytest-xdist; a test file's tests stay in one process, so they share its
 ## module fixtures). The tests that compare with PyTorch skip without it (`.venv/bin/pip install torch` first to
 ## run them, as .ci/run does).
+## PYTHONDONTWRITEBYTECODE is emptied for the run: the suite starts about 140 Python processes, and where the
+## environment sets it (this project's machines do), each would compile jax's and torch's sources again (a fresh
+## clone's suite: 749 s; with the bytecode each first import writes, ...).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 ## The wheels the GPU machine's image lacks (Python 3.12, no network there), for benchmarks/gpu/check.sh to carry:
 ## lm_jax's dependencies not in that image, pure Python, their own needs all in it (benchmarks/README.md).

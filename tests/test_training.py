@@ -334,8 +334,9 @@ def test_lr_applied_each_epoch_follows_the_plateau_rule_and_survives_resume(tmp_
 
 
 def test_greedy_generation_follows_argmax_of_predict_on_the_growing_prefix():
-  """At a tiny temperature, sampling is argmax: 25 words past the prompt, each the argmax of `predict` on
-  the prompt plus the words before it (the carried state through the whole sequence)."""
+  """At a tiny temperature, sampling is argmax: 25 words past the prompt, each the argmax of the model's
+  next-word logits on the prompt plus the words before it. Those come from one pass of the training-time forward
+  over the whole sequence (causal: position t sees only the prefix up to t), and `predict` agrees at the end."""
   from lm_jax.generate import generate, predict
   from lm_jax.models.rnn_model import RNNModel
 
@@ -343,11 +344,12 @@ def test_greedy_generation_follows_argmax_of_predict_on_the_growing_prefix():
   params = model.init_params(3)
   prompt = np.array([4, 7, 1], np.int32)
   words = np.asarray(generate(model, params, jax.random.PRNGKey(0), 25, 1e-4, 0, prompt))[0]
-  prefix = list(prompt)
-  for word in words:
-    log_probs = np.asarray(predict(model, params, np.array(prefix, np.int32)))
-    top2 = np.sort(log_probs)[-2:]
-    assert top2[1] - top2[0] > 2e-3  # a clear argmax: at temperature 1e-4 the runner-up has odds < e^-20
-    assert word == np.argmax(log_probs)
-    prefix.append(int(word))
+  sequence = np.concatenate([prompt, words]).astype(np.int32)
+  features_Tx1xH = model.features(params, sequence[:-1, None], model.init_carry(1)).features_TxBxH
+  logits_TxV = np.asarray(model.logits(params, features_Tx1xH))[len(prompt) - 1:, 0]
+  top2_Tx2 = np.sort(logits_TxV, axis=-1)[:, -2:]
+  # A clear argmax everywhere: at temperature 1e-4 the runner-up has odds < e^-20.
+  assert np.all(top2_Tx2[:, 1] - top2_Tx2[:, 0] > 2e-3)
+  np.testing.assert_array_equal(words, np.argmax(logits_TxV, axis=-1))
+  np.testing.assert_allclose(predict(model, params, sequence[:-1]), jax.nn.log_softmax(logits_TxV[-1]), atol=1e-5)
   assert len(set(words.tolist())) > 3  # it did move through the vocabulary
