@@ -29,7 +29,7 @@ demo: install
 ## run them, as .ci/run does).
 ## PYTHONDONTWRITEBYTECODE is emptied for the run: the suite starts about 140 Python processes, and where the
 ## environment sets it (this project's machines do), each would compile jax's and torch's sources again (a fresh
-## clone's suite: 749 s; with the bytecode each first import writes, ...).
+## clone's suite: 749 s; with the bytecode that each first import writes: 594 s).
 TEST_WORKERS ?= 2
 test: install
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25

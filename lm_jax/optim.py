@@ -275,22 +275,19 @@ class NTASGDPolicy(EpochPolicy):
 class Optimizer(NamedTuple):
   # (optim config, lr, weight decay mask) -> the update that follows the clip
   build: Callable[[ml_collections.ConfigDict, float, DecayMask], optax.GradientTransformation]
-  policy: EpochPolicy
+  policy: EpochPolicy = EpochPolicy()  # stateless: one instance serves every optimiser that uses it
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask), EpochPolicy()),
+    "sgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.sgd(lr), decay_mask)),
     "nt_asgd": Optimizer(lambda c, lr, decay_mask: _with_l2(c, averaged_sgd(lr), decay_mask), NTASGDPolicy()),
     # torch.optim.Adam's weight decay, as AWD-LSTM's
-    "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, *c.betas), decay_mask), EpochPolicy()),
-    "adamw": Optimizer(lambda c, lr, decay_mask: optax.adamw(lr, *c.betas, weight_decay=c.weight_decay,
-                                                             mask=decay_mask), EpochPolicy()),
+    "adam": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, *c.betas), decay_mask)),
+    "adamw": Optimizer(lambda c, lr, mask: optax.adamw(lr, *c.betas, weight_decay=c.weight_decay, mask=mask)),
     # deepmind/lamb's 'rmsprop' (the Mogrifier LSTM's optimiser): TF's Adam with beta1 0, beta2 0.999, epsilon 1e-8
-    "rmsprop": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, b1=0.0, b2=0.999, eps=1e-8), decay_mask),
-                         EpochPolicy()),
+    "rmsprop": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adam(lr, b1=0.0, b2=0.999, eps=1e-8), decay_mask)),
     # torch.optim.Adadelta's (Kim 2014's rho and eps; tests/test_classify_models.py checks it step for step)
-    "adadelta": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adadelta(lr, rho=0.95, eps=1e-6), decay_mask),
-                          EpochPolicy()),
+    "adadelta": Optimizer(lambda c, lr, decay_mask: _with_l2(c, optax.adadelta(lr, rho=0.95, eps=1e-6), decay_mask)),
 }
 
 
