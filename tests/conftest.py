@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from lm_jax.config import reference_config
+from tests import xla_session
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,11 +77,9 @@ def in_optimised_process(target: str, **kwargs: Any) -> Any:
   level 0 (root conftest.py) doubles theirs (measured: the floor run 94 -> 49 s, the classifier's 63 -> 29 s).
   """
   module, name = target.split(":")
-  quick_compiling = ("xla_backend_optimization_level", "xla_llvm_disable_expensive_passes")
-  flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if not any(f in flag for f in quick_compiling)]
   code = (f"import json, sys\nfrom {module} import {name}\n"
           f"print(json.dumps({name}(**json.loads(sys.argv[1])), default=float))")
   done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=REPO, capture_output=True, text=True,
-                        env={**os.environ, "XLA_FLAGS": " ".join(flags)}, timeout=600)
+                        env=xla_session.optimised_environment(), timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout.strip().splitlines()[-1])
