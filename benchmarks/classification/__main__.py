@@ -2,8 +2,8 @@
 the same splits, and Kim's CNN's speed against the PyTorch reference (issue #21).
 
   python -m benchmarks.classification [--datasets=mr,sst1,sst2,trec] [--models=cnn] [--baselines=nbsvm,fasttext]
-      [--data_root=../shared/data] [--epochs=N] [--rounds=3] [--speed_length=64] [--parts=accuracy,baselines,speed]
-      [--runs_dir=DIR] [--merge] [--output_dir=benchmarks/results] [--quick]
+      [--data_root=../shared/data] [--epochs=N] [--seeds=1] [--rounds=3] [--speed_length=64]
+      [--parts=accuracy,baselines,speed] [--runs_dir=DIR] [--merge] [--output_dir=benchmarks/results] [--quick]
 
 Every measurement is a worker process: each (dataset, model) trained by lm_jax's train_and_evaluate (accuracy.py),
 each (dataset, baseline) on the same runs (baselines.py), and Kim's CNN timed in rounds of one lm_jax worker then one
@@ -43,6 +43,9 @@ flags.DEFINE_list("baselines", list(BASELINES), f"baselines, of {', '.join(BASEL
                   "where scikit-learn or fastText is not installed: the classify-bench extra)")
 flags.DEFINE_string("data_root", "../shared/data", "where the corpora's folders are (../shared/data/README.md)")
 flags.DEFINE_integer("epochs", None, "train every lm_jax model this many epochs (default: its recipe's, 25)")
+flags.DEFINE_integer("seeds", 1, "train each lm_jax model with this many seeds (config.seed, +1, ...; kept in "
+                     "<runs_dir>/<dataset>-<model>, then -seed1, ...): the row is their mean ± standard deviation, over "
+                     "every fold of each on MR")
 flags.DEFINE_integer("rounds", 3, "alternating lm_jax/PyTorch worker pairs timing Kim's CNN (--quick: 1)")
 flags.DEFINE_integer("speed_length", Shape.length, "tokens per row of the timed batches (a bucket length)")
 flags.DEFINE_list("parts", list(PARTS), f"what to measure, of {', '.join(PARTS)}")
@@ -82,8 +85,9 @@ def plan(chosen: dict) -> dict:
   _unknown("datasets", chosen["datasets"], datasets.DATASETS)
   _unknown("models", FLAGS.models, datasets.MODELS)
   _unknown("baselines", FLAGS.baselines, BASELINES)
-  if chosen["rounds"] < 1 or FLAGS.speed_length < 2 or (chosen["epochs"] is not None and chosen["epochs"] < 1):
-    raise UserError("--rounds and --epochs must be >= 1, --speed_length >= 2")
+  if (chosen["rounds"] < 1 or FLAGS.seeds < 1 or FLAGS.speed_length < 2
+      or (chosen["epochs"] is not None and chosen["epochs"] < 1)):
+    raise UserError("--rounds, --seeds and --epochs must be >= 1, --speed_length >= 2")
   for dataset in chosen["datasets"]:
     datasets.check_present(dataset, FLAGS.data_root)
   config = lambda dataset, model: datasets.config_for(dataset, model, FLAGS.data_root, epochs=chosen["epochs"],
@@ -99,10 +103,12 @@ def plan(chosen: dict) -> dict:
 def measure_accuracy(planned: dict) -> tuple[list[dict], list[dict]]:
   rows, skipped = [], []
   for dataset, model, config in planned["models"]:
-    progress(f"{dataset} {model}: lm_jax, {config['epochs']} epochs")
+    seeds = f", {FLAGS.seeds} seeds" if FLAGS.seeds > 1 else ""
+    progress(f"{dataset} {model}: lm_jax, {config['epochs']} epochs{seeds}")
     workdir = os.path.abspath(os.path.join(FLAGS.runs_dir, f"{dataset}-{model}")) if FLAGS.runs_dir else None
     rows.append({"dataset": dataset, "model": model, **call_worker("benchmarks.classification.accuracy:run",
-                                                                   {"config": config, "workdir": workdir}, "lm_jax")})
+                                                                   {"config": config, "workdir": workdir,
+                                                                    "seeds": FLAGS.seeds}, "lm_jax")})
     progress(f"  test accuracy {report.percent(rows[-1])} in {rows[-1]['train_s']:.0f} s")
   for dataset, baseline, data in planned["baselines"]:
     reason = missing_reason(baseline)

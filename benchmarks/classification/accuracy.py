@@ -31,22 +31,33 @@ def training_seconds(workdir: str) -> float:
   return sum(record["epoch_seconds"] for record in read_records(workdir) if "epoch_seconds" in record)
 
 
-def run(config: dict, workdir: str | None = None) -> dict:
+def seed_workdir(workdir: str, seed_index: int) -> str:
+  """Where the run of the `seed_index`-th seed is kept: the first in `workdir` itself, the others beside it."""
+  return workdir if seed_index == 0 else f"{workdir}-seed{seed_index}"
+
+
+def run(config: dict, workdir: str | None = None, seeds: int = 1) -> dict:
   """`config`: a classification config as a dict (config.to_dict()); `workdir`: where the run is kept, or None for
-  a temporary one."""
+  a temporary one; `seeds`: runs with config.seed, config.seed + 1, ..., their scores pooled (mean and standard
+  deviation over every run, and every fold of each)."""
   config = config_lib.from_saved(config)
-  resumed = workdir is not None and os.path.isdir(workdir) and bool(os.listdir(workdir))
+  run_dirs, resumed = [], False
   with contextlib.ExitStack() as stack:
-    if workdir is None:
-      workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lm_jax_classify_bench_"))
     stack.enter_context(contextlib.redirect_stdout(sys.stderr))
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = train_and_evaluate(config, workdir, resume=True)
+    for seed_index in range(seeds):
+      seeded = config_lib.from_saved({**config.to_dict(), "seed": config.seed + seed_index})
+      if workdir is None:
+        seed_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lm_jax_classify_bench_"))
+      else:
+        seed_dir = seed_workdir(workdir, seed_index)
+        resumed |= os.path.isdir(seed_dir) and bool(os.listdir(seed_dir))
+      summary = train_and_evaluate(seeded, seed_dir, resume=True)
+      # Cross-validated: a run per fold.
+      run_dirs += ([os.path.join(seed_dir, f"fold-{f + 1}") for f in range(summary["folds"])] if "folds" in summary
+                   else [seed_dir])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    run_dirs = [workdir]
-    if "folds" in summary:  # cross-validated: a run per fold
-      run_dirs = [os.path.join(workdir, f"fold-{f + 1}") for f in range(summary["folds"])]
     records = [final_record(d) for d in run_dirs]
     train_s = sum(training_seconds(d) for d in run_dirs)
   return {**fold_summary(records), "train_s": train_s, "wall_s": wall, "cpu_s": cpu, "resumed": resumed,
-          "epochs": config.epochs, "peak_rss_mib": peak_rss_mib()}
+          "epochs": config.epochs, "seeds": seeds, "peak_rss_mib": peak_rss_mib()}

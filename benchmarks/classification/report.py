@@ -116,7 +116,7 @@ def epochs_text(epochs: int) -> str:
 
 def _setting(row: dict) -> str:
   if "epochs" in row:
-    return epochs_text(row["epochs"])
+    return epochs_text(row["epochs"]) + (f", {row['seeds']} seeds" if row.get("seeds", 1) > 1 else "")
   return f"{row['hyperparameter']} " + ", ".join(f"{value:g}" for value in row["chosen"])
 
 
@@ -192,7 +192,8 @@ def markdown(results: dict) -> str:
       "(10 units, 5 epochs), lr from 0.05, 0.1, 0.25, 0.5. Each trained on the run's train split, the setting "
       "chosen on its dev split.",
       "- Test accuracy %: the corpus's test split, or on MR the mean ± standard deviation over stratified 10-fold "
-      "cross-validation (every sentence tested once); a dev split of 10% is held out of train where the corpus has "
+      "cross-validation (every sentence tested once); a row of several seeds (`--seeds`; runs: seeds x folds) gives "
+      "the mean ± standard deviation over all its runs; a dev split of 10% is held out of train where the corpus has "
       "none (Kim's). Macro-F1: the mean of the classes' F1, averaged over the runs. Train s: lm_jax's epochs' training "
       "time summed over every epoch and run (compilation included; not the dev scoring, checkpoints or corpus), a "
       "baseline's whole fit, selection and prediction; worker wall and CPU s: the worker process's, from reading the "

@@ -1,7 +1,8 @@
 """The classification benchmark: NBSVM's log-count ratio and the report's arithmetic (runs, speed ratios, targets,
 a merge) against hand computations, the same splits for every model and baseline, every (dataset, model) config
-valid, a missing corpus as one line, and one `--quick` run end to end on a tiny separable MR corpus it writes
-(NBSVM scores 1.0 there; both frameworks' predictions agree at the shared weights). No timed assertion."""
+valid, a missing corpus as one line, and one `--quick` run end to end on a tiny separable MR corpus it writes, the
+CNN with two seeds (NBSVM scores 1.0 there; both frameworks' predictions agree at the shared weights). No timed
+assertion."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from benchmarks.common.worker import REPO
 from benchmarks.conftest import quick_benchmark
 
 POSITIVE, NEGATIVE = "great", "awful"
+SEEDS = 2
 
 
 def write_mr(directory: Path, per_class: int = 30) -> None:
@@ -165,7 +167,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   root = tmp_path_factory.mktemp("classification")
   write_mr(root / "mr")
   return root, quick_benchmark("classification", root / "out", "--datasets=mr", f"--data_root={root}",
-                               f"--runs_dir={root / 'runs'}")
+                               f"--runs_dir={root / 'runs'}", f"--seeds={SEEDS}")
 
 
 def test_quick_run_scores_every_model_on_the_same_folds(quick_run):
@@ -174,7 +176,8 @@ def test_quick_run_scores_every_model_on_the_same_folds(quick_run):
   fasttext_installed = importlib.util.find_spec("fasttext") is not None
   assert set(rows) == {"cnn", "nbsvm"} | ({"fasttext"} if fasttext_installed else set())
   for r in rows.values():
-    assert r["runs"] == datasets.QUICK_FOLDS and len(r["run_accuracies"]) == datasets.QUICK_FOLDS
+    runs = datasets.QUICK_FOLDS * (SEEDS if r["model"] == "cnn" else 1)  # the baselines are deterministic
+    assert r["runs"] == runs and len(r["run_accuracies"]) == runs
     assert r["accuracy"] == pytest.approx(np.mean(r["run_accuracies"]))
     assert r["accuracy_std"] == pytest.approx(np.std(r["run_accuracies"]))
     assert math.isfinite(r["train_s"]) and r["train_s"] > 0 and r["peak_rss_mib"] > 0
@@ -204,16 +207,21 @@ def test_quick_run_pairs_both_frameworks_on_the_same_shapes_and_weights(quick_ru
 
 
 def test_quick_run_keeps_the_lm_jax_runs_and_sums_their_epochs(quick_run):
-  """--runs_dir: the cross-validated run kept as lm-jax-classify keeps it (a fold per directory, resumable); its
-  training time is every fold's epochs' seconds as their metrics.jsonl records hold them."""
+  """--runs_dir: each seed's cross-validated run kept as lm-jax-classify keeps it (a fold per directory, resumable),
+  the first seed's in mr-cnn, the next's in mr-cnn-seed1 with config.seed one higher; the row's training time is
+  every fold's epochs' seconds as their metrics.jsonl records hold them."""
   root, results = quick_run
   cnn = next(r for r in results["rows"] if r["model"] == "cnn")
-  folds = sorted((root / "runs" / "mr-cnn").glob("fold-*"))
-  assert [f.name for f in folds] == ["fold-1", "fold-2"] and not cnn["resumed"]
+  seed_dirs = [root / "runs" / "mr-cnn", root / "runs" / "mr-cnn-seed1"]
+  assert [json.loads((d / "fold-1" / "config.json").read_text())["seed"] for d in seed_dirs] == [0, 1]
+  folds = [fold for d in seed_dirs for fold in sorted(d.glob("fold-*"))]
+  assert [f.name for f in folds] == ["fold-1", "fold-2"] * SEEDS and not cnn["resumed"] and cnn["seeds"] == SEEDS
   epoch_seconds = [json.loads(line)["epoch_seconds"] for fold in folds
                    for line in (fold / "metrics.jsonl").read_text().splitlines() if "epoch_seconds" in line]
-  assert len(epoch_seconds) == datasets.QUICK_FOLDS * datasets.QUICK_EPOCHS
+  assert len(epoch_seconds) == SEEDS * datasets.QUICK_FOLDS * datasets.QUICK_EPOCHS
   assert cnn["train_s"] == pytest.approx(sum(epoch_seconds)) and cnn["wall_s"] > cnn["train_s"]
+  records = [[json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()] for fold in folds]
+  assert cnn["run_accuracies"] == [[r for r in fold if "test_accuracy" in r][-1]["test_accuracy"] for fold in records]
 
 
 def test_quick_run_writes_the_report_with_every_target(quick_run):
