@@ -10,10 +10,11 @@ itself, whatever padding the batch added.
 
 Why one matmul: window t of width w is sum_k x[t+k-(w-1)] W_k. All filters' W_k side by side make one
 [I, sum_w w*F] matrix, so the input is read once, in one large matmul (XLA:CPU's fast path), and each
-filter's outputs are sums of shifted column blocks of the product. Those sums have a hand-written gradient:
-autodiff's (one zero-padded copy of the whole product per block, added up) took 3/4 of Kim's CNN's training
-step on a CPU; the blocks' cotangents, each padded to its shift and set side by side, are the same numbers
-written once (Kim's CNN at MR's scale: the convolutions' gradient 245 -> 100 ms).
+filter's outputs are sums of its column blocks of the product, block k shifted down by w-1-k rows. The zero
+rows of the wide padding would only add zero products, so they are never multiplied: each shifted block is
+padded with zeros instead. The sums have a hand-written gradient, in which block k's cotangent is a slice of
+the filter's: autodiff's (one zero-padded copy of the whole product per block, added up) took 3/4 of Kim's
+CNN's training step on a CPU (Kim's CNN at MR's scale: the convolutions' gradient 245 -> 100 ms).
 """
 
 from __future__ import annotations
@@ -28,45 +29,38 @@ import jax.numpy as jnp
 def wide_convs(x_BxTxI: jax.Array, weights: Sequence[jax.Array]) -> list[jax.Array]:
   """Each filter bank `weights[i]` [w_i, I, F_i] (W_k = weights[i][k], no bias) over the zero-padded sequence:
   a list of [B, T + w_i - 1, F_i]."""
-  steps = x_BxTxI.shape[1]
-  pad = max(w.shape[0] for w in weights) - 1
-  x_BxSxI = jnp.pad(x_BxTxI, ((0, 0), (pad, pad), (0, 0)))
   # [I, sum w*F]: filter i's W_0 .. W_{w-1} side by side.
   w_IxC = jnp.concatenate([jnp.moveaxis(w, 1, 0).reshape(w.shape[1], -1) for w in weights], axis=1)
-  # Per filter: where its padded sequence begins, its windows, its width and its maps.
-  blocks = tuple(_Block(pad - (w.shape[0] - 1), steps + w.shape[0] - 1, w.shape[0], w.shape[2]) for w in weights)
-  return _shifted_block_sums(x_BxSxI @ w_IxC, blocks)
+  return _shifted_block_sums(x_BxTxI @ w_IxC, tuple(_Filter(w.shape[0], w.shape[2]) for w in weights))
 
 
-class _Block(NamedTuple):
-  start: int
-  windows: int
+class _Filter(NamedTuple):
   width: int
   maps: int
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _shifted_block_sums(products_BxSxC: jax.Array, blocks: tuple[_Block, ...]) -> list[jax.Array]:
-  """Filter i's outputs [B, windows_i, F_i]: the sum over k of its k-th column block, shifted by k steps."""
+def _shifted_block_sums(products_BxTxC: jax.Array, filters: tuple[_Filter, ...]) -> list[jax.Array]:
+  """Filter i's outputs [B, T + w_i - 1, F_i]: window t = sum over k of product row t - (w_i - 1 - k) of its k-th
+  column block (zero outside the T rows)."""
   outputs, column = [], 0
-  for start, windows, width, maps in blocks:
-    outputs.append(sum(products_BxSxC[:, start + k:start + k + windows, column + k * maps:column + (k + 1) * maps]
-                       for k in range(width)))
+  for width, maps in filters:
+    blocks = [products_BxTxC[..., column + k * maps:column + (k + 1) * maps] for k in range(width)]
+    outputs.append(sum(jnp.pad(block, ((0, 0), (width - 1 - k, k), (0, 0))) for k, block in enumerate(blocks)))
     column += width * maps
   return outputs
 
 
-def _shifted_block_sums_forward(products_BxSxC: jax.Array, blocks: tuple[_Block, ...]):
-  return _shifted_block_sums(products_BxSxC, blocks), products_BxSxC.shape[1]
+def _shifted_block_sums_forward(products_BxTxC: jax.Array, filters: tuple[_Filter, ...]):
+  return _shifted_block_sums(products_BxTxC, filters), products_BxTxC.shape[1]
 
 
-def _shifted_block_sums_backward(blocks: tuple[_Block, ...], steps: int,
+def _shifted_block_sums_backward(filters: tuple[_Filter, ...], steps: int,
                                  cotangents: list[jax.Array]) -> tuple[jax.Array]:
-  # Column block k of filter i read rows start + k .. start + k + windows - 1: its cotangent is filter i's,
-  # placed there; the blocks do not overlap, so the product's cotangent is them side by side.
-  padded = [jnp.pad(g_BxNxF, ((0, 0), (start + k, steps - start - k - windows), (0, 0)))
-            for (start, windows, width, _), g_BxNxF in zip(blocks, cotangents) for k in range(width)]
-  return (jnp.concatenate(padded, axis=-1),)
+  # Product row r of block k went to window r + w - 1 - k alone: its cotangent is that window's.
+  blocks = [g_BxNxF[:, width - 1 - k:width - 1 - k + steps]
+            for (width, _), g_BxNxF in zip(filters, cotangents) for k in range(width)]
+  return (jnp.concatenate(blocks, axis=-1),)
 
 
 _shifted_block_sums.defvjp(_shifted_block_sums_forward, _shifted_block_sums_backward)
