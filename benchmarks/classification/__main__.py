@@ -102,8 +102,8 @@ def plan(chosen: dict) -> dict:
 
 def measure_accuracy(planned: dict) -> tuple[list[dict], list[dict]]:
   rows, skipped = [], []
+  seeds = f", {FLAGS.seeds} seeds" if FLAGS.seeds > 1 else ""
   for dataset, model, config in planned["models"]:
-    seeds = f", {FLAGS.seeds} seeds" if FLAGS.seeds > 1 else ""
     progress(f"{dataset} {model}: lm_jax, {config['epochs']} epochs{seeds}")
     workdir = os.path.abspath(os.path.join(FLAGS.runs_dir, f"{dataset}-{model}")) if FLAGS.runs_dir else None
     rows.append({"dataset": dataset, "model": model, **call_worker("benchmarks.classification.accuracy:run",
