@@ -1,6 +1,8 @@
 """AWD-LSTM (salesforce/awd-lstm-lm model.py, main.py, finetune.py) from torch.nn parts, with the
 reference's structure, state_dict names and training rules, and its dropout masks passed in by name
-(lm_jax's `RNNModel.dropout_masks` names and layouts), so that both sides drop exactly the same units.
+(lm_jax's `RNNModel.dropout_masks` names and layouts), so that both sides drop exactly the same units;
+or drawn here as the reference draws its own (`sample_masks`), with main.py's variable-length windows
+(`variable_windows`), for a training loop (benchmarks/whole_loop/torch_loop.py).
 
 Layers are single-layer nn.LSTMs of nhid units, the last of emsize when tied; with weight drop each is
 wrapped as the reference's WeightDrop is (`rnns.K.module.weight_hh_l0_raw`), and the dropped matrix
@@ -8,6 +10,8 @@ enters through torch.func.functional_call (the reference's attribute swap breaks
 """
 
 from __future__ import annotations
+
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +80,45 @@ class AWDRNNModel(nn.Module):
     return self.decoder(x), new_hidden, raw, x
 
 
+class DropoutRates(NamedTuple):
+  """main.py's five dropout flags (lm_jax's config.model fields of the same names)."""
+
+  dropoute: float  # word types of the embedding (embedded_dropout)
+  dropouti: float  # the embedding's output (LockedDropout)
+  dropouth: float  # between layers (LockedDropout)
+  dropout: float   # the last layer's output (LockedDropout)
+  wdrop: float     # each hidden-to-hidden matrix (WeightDrop)
+
+
+def sample_masks(model: AWDRNNModel, batch: int, rates: DropoutRates) -> Masks:
+  """A training window's masks, drawn as the reference draws them in its forward, in its order: a keep (or not)
+  per word type, per column and unit for the locked dropouts (every time step shares it), per W_hh entry;
+  each scaled by 1 / (1 - p), and none for a zero rate (the reference then leaves the tensor alone)."""
+  weight = model.encoder.weight
+  vocab, emsize = weight.shape
+  weight_drop = isinstance(model.rnns[0], WeightDropped)
+  wanted = [("embedding_V", rates.dropoute, (vocab,)), ("input_BxE", rates.dropouti, (batch, emsize))]
+  for k, size in enumerate(model.sizes):
+    wanted.append((f"w_hh_{k}", rates.wdrop if weight_drop else 0.0, (4 * size, size)))
+    last = k == len(model.sizes) - 1
+    wanted.append(("output_BxH" if last else f"hidden_{k}_BxH", rates.dropout if last else rates.dropouth,
+                   (batch, size)))
+  return {name: weight.new_empty(shape).bernoulli_(1 - p) / (1 - p) for name, p, shape in wanted if p}
+
+
+def variable_windows(rows: int, bptt: int, rng: np.random.RandomState) -> Iterator[tuple[int, int, float]]:
+  """main.py's train() windows over `rows` batchified rows: (start, length, lr scale) per window. Each draws
+  bptt with probability 0.95, else bptt / 2, then seq_len = max(5, int(N(that, 5))); get_batch cuts the window
+  at the split's end, the lr is scaled by seq_len / bptt, and the next window starts seq_len rows on, while two
+  rows remain. `rng`: np.random.RandomState(seed) draws what main.py draws from np.random after np.random.seed."""
+  start = 0
+  while start < rows - 1 - 1:
+    mean = bptt if rng.random() < 0.95 else bptt / 2.0
+    seq_len = max(5, int(rng.normal(mean, 5)))
+    yield start, min(seq_len, rows - 1 - start), seq_len / bptt
+    start += seq_len
+
+
 def masks_from_jax(masks) -> Masks:
   """lm_jax's masks as torch tensors in the reference's layouts (w_hh: [G*H, H], transposed)."""
   return {name: torch.from_numpy(np.array(m.T if name.startswith("w_hh_") else m, np.float32))
@@ -97,8 +140,18 @@ def window_loss(model: AWDRNNModel, inputs_TxB, targets_TxB, hidden: Hidden, mas
 
 
 def train_step(model: AWDRNNModel, optimizer: torch.optim.Optimizer, inputs_TxB, targets_TxB, hidden: Hidden,
-               masks: Masks, alpha: float, beta: float, clip: float, lr_scale: float = 1.0):
-  """One step of main.py's train(): the lr scaled for this step only, clip_grad_norm_, optimizer.step()."""
+               masks: Masks, alpha: float, beta: float, clip: float, lr_scale: float = 1.0) -> tuple[float, Hidden]:
+  """`train_window` with its raw loss read back as a float (a host sync)."""
+  raw_loss, hidden = train_window(model, optimizer, inputs_TxB, targets_TxB, hidden, masks, alpha, beta, clip,
+                                  lr_scale)
+  return raw_loss.item(), hidden
+
+
+def train_window(model: AWDRNNModel, optimizer: torch.optim.Optimizer, inputs_TxB, targets_TxB, hidden: Hidden,
+                 masks: Masks, alpha: float, beta: float, clip: float,
+                 lr_scale: float = 1.0) -> tuple[torch.Tensor, Hidden]:
+  """One step of main.py's train(): the lr scaled for this step only, clip_grad_norm_, optimizer.step(); the
+  raw cross-entropy (detached, left on the device as main.py's `raw_loss.data`) and the new hidden state."""
   lr = optimizer.param_groups[0]["lr"]
   optimizer.param_groups[0]["lr"] = lr * lr_scale
   model.train()
@@ -108,7 +161,7 @@ def train_step(model: AWDRNNModel, optimizer: torch.optim.Optimizer, inputs_TxB,
   nn.utils.clip_grad_norm_(model.parameters(), clip)
   optimizer.step()
   optimizer.param_groups[0]["lr"] = lr
-  return raw_loss.item(), hidden
+  return raw_loss.detach(), hidden
 
 
 def averaged_params(model: AWDRNNModel, optimizer: torch.optim.ASGD) -> dict[str, torch.Tensor]:

@@ -82,21 +82,14 @@ def run_pytorch(config: dict, vocab: int, steps: int, warmup: int) -> dict:
   optimizer = torch.optim.SGD(model.parameters(), lr=config["optim"]["lr"],
                               weight_decay=config["optim"]["weight_decay"])
   data_TxB = batchify(torch.from_numpy(stream(vocab, batch, bptt)).long(), batch).to(device)
-  keep = lambda p, *shape: torch.empty(shape, device=device).bernoulli_(1 - p) / (1 - p)
-  sizes, hidden, calls = model.sizes, model.init_hidden(batch), 0
-
-  def masks() -> dict:
-    """The window's masks as the reference draws them: word types, per column (locked), per W_hh entry."""
-    drawn = {"embedding_V": keep(m["dropoute"], vocab), "input_BxE": keep(m["dropouti"], batch, m["emsize"]),
-             "output_BxH": keep(m["dropout"], batch, sizes[-1])}
-    drawn.update({f"hidden_{k}_BxH": keep(m["dropouth"], batch, size) for k, size in enumerate(sizes[:-1])})
-    drawn.update({f"w_hh_{k}": keep(m["wdrop"], 4 * size, size) for k, size in enumerate(sizes)})
-    return drawn
+  hidden, calls = model.init_hidden(batch), 0
+  rates = awd_lstm.DropoutRates(*(m[name] for name in awd_lstm.DropoutRates._fields))
 
   def step():
     nonlocal hidden, calls
     inputs_TxB, targets_TxB = window(data_TxB, (calls % WINDOWS) * bptt, bptt)
-    _, hidden = awd_lstm.train_step(model, optimizer, inputs_TxB, targets_TxB, hidden, masks(), config["ar_alpha"],
+    _, hidden = awd_lstm.train_step(model, optimizer, inputs_TxB, targets_TxB, hidden,
+                                    awd_lstm.sample_masks(model, batch, rates), config["ar_alpha"],
                                     config["tar_beta"], config["optim"]["clip"])  # .item(): waits for the device
     calls += 1
 

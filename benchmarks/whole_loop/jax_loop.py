@@ -32,7 +32,8 @@ LOG_LINE = re.compile(r"^\| epoch +\d+ \|.* batches \|", re.MULTILINE)  # the re
 
 def run(config: dict, warmup: int, windows: int) -> dict:
   """`config`: lm_jax's config as a dict. Times windows [warmup, warmup + windows) of epoch 1 by wall clock;
-  the corpus load and the first `warmup` windows (compilation included) are timed apart."""
+  the corpus load and the first `warmup` windows (compilation included) are timed apart. The timed tokens are
+  those windows' valid steps x batch (variable BPTT: their drawn lengths, not the static length they run at)."""
   config = ml_collections.ConfigDict(config)
   with tempfile.TemporaryDirectory(prefix="lm_jax_whole_loop_") as workdir:
     begin = time.perf_counter()
@@ -53,8 +54,9 @@ def run(config: dict, warmup: int, windows: int) -> dict:
         train_windows(state, progress, epoch[warmup:warmup + windows])
         timed_s = time.perf_counter() - begin
     training.report.close()
+  timed_steps = sum(int(window.length) for window in epoch[warmup:warmup + windows])
   return {"device": str(jax.devices()[0].device_kind), "load_s": load_s, "warmup_s": warmup_s, "timed_s": timed_s,
-          "log_lines": log_lines.count, "peak_rss_mib": peak_rss_mib()}
+          "log_lines": log_lines.count, "timed_tokens": timed_steps * config.batch_size, "peak_rss_mib": peak_rss_mib()}
 
 
 class LogLines:

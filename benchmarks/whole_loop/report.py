@@ -1,17 +1,21 @@
 """The whole-loop benchmark's arithmetic and report: which windows can be timed, ms/window and tokens/s per
-run, lm_jax's speedup per (lm_jax, PyTorch) pair and its median, the target, the markdown and the plot."""
+run, lm_jax's speedup per (lm_jax, PyTorch) pair and its median, the targets, the markdown and the plot. Rows are
+of two models: `word_language_model` (configs/default.py against PyTorch's word_language_model) and `awd`
+(configs/awd_ptb.py against salesforce/awd-lstm-lm)."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
+from lm_jax.data.batching import VARIABLE_BPTT_MARGIN
 from lm_jax.errors import UserError
 
 from benchmarks.common import plots, report
 from benchmarks.common.rounds import FRAMEWORKS, median_values
 
-TARGET_SPEEDUP = 1.4
+TARGET_SPEEDUP = 1.4      # word_language_model rows
+AWD_TARGET_SPEEDUP = 1.0  # awd rows
 
 
 def whole_windows(train_tokens: int, batch: int, bptt: int) -> int:
@@ -29,34 +33,91 @@ def timed_tokens(dataset: str, train_tokens: int, batch: int, bptt: int, warmup:
   return windows * batch * bptt
 
 
-def summarise(dataset: str, config: dict, train_tokens: int, windows: int, tokens: int,
+def variable_windows_at_least(train_tokens: int, batch: int, bptt: int) -> int:
+  """Windows an epoch of variable BPTT surely holds: lm_jax's advance at most bptt + VARIABLE_BPTT_MARGIN rows
+  each over the batchified rows (awd-lstm-lm's main.py draws longer ones with probability ~3e-5 each)."""
+  return (train_tokens // batch - 1) // (bptt + VARIABLE_BPTT_MARGIN)
+
+
+def require_variable_windows(dataset: str, train_tokens: int, batch: int, bptt: int, warmup: int,
+                             windows: int) -> None:
+  """Windows [warmup, warmup + windows) of the first epoch must exist on both sides."""
+  available = variable_windows_at_least(train_tokens, batch, bptt)
+  if warmup + windows > available:
+    raise UserError(f"{dataset}'s first epoch surely holds only {available} windows of variable length around {bptt} "
+                    f"at batch {batch}, fewer than --warmup + --windows = {warmup + windows}; lower --windows or "
+                    "--warmup")
+
+
+def summarise(model: str, dataset: str, config: dict, train_tokens: int, settings: dict,
               runs: dict[str, list[dict]]) -> dict:
-  """One dataset and cell: each run's ms/window and tokens/s, medians over rounds, and lm_jax's speedup per
-  round's (lm_jax, PyTorch) pair: PyTorch's time over lm_jax's for the same windows."""
+  """One model, dataset and cell: each run's ms/window and tokens/s (its own timed tokens: the two sides' windows
+  differ in length under variable BPTT), medians over rounds, and lm_jax's speedup per round's (lm_jax, PyTorch)
+  pair: lm_jax's tokens/s over PyTorch's (for the same windows: PyTorch's time over lm_jax's)."""
+  windows = settings["windows"]
   rated = {framework: [{**run, "ms_per_window": 1000 * run["timed_s"] / windows,
-                        "tokens_per_s": tokens / run["timed_s"]} for run in framework_runs]
+                        "tokens_per_s": run["timed_tokens"] / run["timed_s"]} for run in framework_runs]
            for framework, framework_runs in runs.items()}
-  ratios = [torch_run["timed_s"] / jax_run["timed_s"] for jax_run, torch_run in zip(runs["lm_jax"], runs["pytorch"])]
-  return {"dataset": dataset, "cell": config["model"]["cell"], "config": config, "train_tokens": train_tokens,
-          "windows": windows, "timed_tokens": tokens, "runs": rated,
+  ratios = [jax_run["tokens_per_s"] / torch_run["tokens_per_s"]
+            for jax_run, torch_run in zip(rated["lm_jax"], rated["pytorch"])]
+  return {"model": model, "dataset": dataset, "cell": config["model"]["cell"], "config": config,
+          "train_tokens": train_tokens, "settings": settings, "windows": windows, "runs": rated,
           "median": {framework: median_values(framework_runs) for framework, framework_runs in rated.items()},
           "ratios": ratios, "median_ratio": statistics.median(ratios)}
 
 
 def targets(configs: list[dict]) -> list[dict]:
-  return [{"target": f"whole-loop tokens/s >= {TARGET_SPEEDUP:g}x PyTorch, {c['dataset']} {c['cell']}",
-           "measured": f"{c['median_ratio']:.2f}x", "met": c["median_ratio"] >= TARGET_SPEEDUP} for c in configs]
+  return [_target(c) for c in configs]
+
+
+def _target(c: dict) -> dict:
+  if c["model"] == "awd":
+    speedup = AWD_TARGET_SPEEDUP
+    text = f"AWD-LSTM whole loop at least {speedup:.1f}x awd-lstm-lm's tokens/s, {c['dataset']}"
+  else:
+    speedup = TARGET_SPEEDUP
+    text = f"whole-loop tokens/s >= {speedup:g}x PyTorch, {c['dataset']} {c['cell']}"
+  return {"target": text, "measured": f"{c['median_ratio']:.2f}x", "met": c["median_ratio"] >= speedup}
+
+
+def label(model: str, cell: str) -> str:
+  """A row's model in the report and the progress lines: the cell, or AWD-LSTM."""
+  return "AWD-LSTM" if model == "awd" else cell
 
 
 def markdown(results: dict) -> str:
-  configs, settings = results["configs"], results["settings"]
-  config = configs[0]["config"]
+  configs = results["configs"]
+  language_model = [c for c in configs if c["model"] == "word_language_model"]
+  awd = [c for c in configs if c["model"] == "awd"]
+  lines = [f"# Whole training loop, lm_jax vs PyTorch: {results['machine']['name']}", "",
+           *report.machine_lines(results, configs[0]["runs"]["pytorch"][0]["device"])]
+  if language_model:
+    lines += ["", *_language_model_method(language_model[0])]
+  if awd:
+    lines += ["", *_awd_method(awd[0])]
+  if results["quick"]:
+    lines += ["", "**Quick smoke test on a tiny corpus: these timings mean nothing.**"]
+  lines += ["", *report.targets_lines(results["targets"])]
+  if language_model:
+    lines += ["", "## Whole loop", "", *_language_model_table(language_model)]
+  if awd:
+    lines += ["", "## AWD-LSTM whole loop", "", *_awd_table(awd)]
+  lines += ["", "## Not timed: the corpus load and the first windows", "",
+            "| dataset | cell | training tokens | corpus load s lm_jax / PyTorch | first windows s lm_jax "
+            "(compilation included) / PyTorch | peak RSS MiB lm_jax / PyTorch |",
+            "|---|---|---:|---:|---:|---:|"]
+  for c in configs:
+    jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
+    lines.append(f"| {c['dataset']} | {label(c['model'], c['cell'])} | {c['train_tokens']:,} | {jax_m['load_s']:.2f} / "
+                 f"{torch_m['load_s']:.2f} | {jax_m['warmup_s']:.2f} / {torch_m['warmup_s']:.2f} "
+                 f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} |")
+  return "\n".join(lines) + "\n"
+
+
+def _language_model_method(c: dict) -> list[str]:
+  config, settings = c["config"], c["settings"]
   m = config["model"]
-  lines = [
-      f"# Whole training loop, lm_jax vs PyTorch: {results['machine']['name']}",
-      "",
-      *report.machine_lines(results, configs[0]["runs"]["pytorch"][0]["device"]),
-      "",
+  return [
       f"Settings (configs/default.py): {m['nlayers']}x{m['nhid']} {'tied' if m['tied'] else 'untied'}, embedding "
       f"{m['emsize']}, dropout {m['dropout']}, batch {config['batch_size']}, bptt {config['bptt']}, SGD lr "
       f"{config['optim']['lr']:g} after a global-norm clip of {config['optim']['clip']:g}, a log line every "
@@ -66,7 +127,7 @@ def markdown(results: dict) -> str:
       f"{settings['warmup'] + settings['windows'] - 1} ({settings['windows']} full windows) by wall clock, from the "
       "end of the window before them to the end of the last, the device's work included. Not timed, and reported "
       f"apart: the corpus load (read, tokenise, batchify all three splits onto the device) and the first "
-      f"{settings['warmup']} windows (lm_jax compiles its step there). Each dataset ran {results['rounds']} round(s) "
+      f"{settings['warmup']} windows (lm_jax compiles its step there). Each dataset ran {settings['rounds']} round(s) "
       "of one lm_jax worker then one PyTorch worker; each speedup is PyTorch's time over lm_jax's within one "
       "round, the median is over rounds.",
       "",
@@ -78,36 +139,96 @@ def markdown(results: dict) -> str:
       "cross-entropy, backward, clip_grad_norm_, p -= lr * grad, `total_loss += loss.item()` (a host sync) every "
       "window, main.py's log line every log_interval windows.",
   ]
-  if results["quick"]:
-    lines += ["", "**Quick smoke test on a tiny corpus: these timings mean nothing.**"]
-  lines += ["", *report.targets_lines(results["targets"])]
-  lines += ["", "## Whole loop", "",
-            "| dataset | cell | windows timed | ms/window lm_jax | ms/window PyTorch | tokens/s lm_jax "
-            "| tokens/s PyTorch | log lines timed lm_jax / PyTorch | speedup per pair | median speedup |",
-            "|---|---|" + "---:|" * 8]
+
+
+def _awd_method(c: dict) -> list[str]:
+  config, settings = c["config"], c["settings"]
+  m, o, bptt = config["model"], config["optim"], config["bptt"]
+  sizes = [m["nhid"]] * (m["nlayers"] - 1) + [m["emsize"] if m["tied"] else m["nhid"]]
+  return [
+      f"AWD-LSTM settings (configs/awd_ptb.py: salesforce/awd-lstm-lm's main.py with its README's PTB flags): "
+      f"{m['nlayers']} layers {'/'.join(map(str, sizes))} {'tied' if m['tied'] else 'untied'}, embedding "
+      f"{m['emsize']}, dropout {m['dropout']}, dropouth {m['dropouth']}, dropouti {m['dropouti']}, dropoute "
+      f"{m['dropoute']}, wdrop {m['wdrop']}, AR {config['ar_alpha']:g}, TAR {config['tar_beta']:g}, batch "
+      f"{config['batch_size']}, variable BPTT around {bptt}, SGD lr {o['lr']:g} with weight decay "
+      f"{o['weight_decay']:g} after a global-norm clip of {o['clip']:g} (epoch 1 ends before NT-ASGD can switch), "
+      f"a log line every {config['log_interval']} windows. A vocabulary under 75,000 words leaves main.py's "
+      "SplitCrossEntropyLoss without splits: both sides compute the full softmax.",
+      "",
+      f"Each worker process trains epoch 1 from a fresh model and times windows {settings['warmup']} to "
+      f"{settings['warmup'] + settings['windows'] - 1} ({settings['windows']} windows) by wall clock, from the end "
+      "of the window before them to the end of the last, the device's work included; the corpus load and the "
+      f"first {settings['warmup']} windows are reported apart. Each side draws its windows' lengths as its own "
+      f"code does ({bptt} with probability 0.95, else {bptt / 2:g}; then max(5, int(N(that, 5))) steps; the lr "
+      "scaled by the length over bptt for the window): main.py from numpy seeded with the seed, lm_jax from its "
+      f"own generator of the seed and the epoch, running every window as one compiled program of {bptt} + "
+      f"{VARIABLE_BPTT_MARGIN} steps with those past its length masked. The two sides time different windows, so "
+      "each speedup is lm_jax's tokens/s over PyTorch's within one round (tokens: each timed window's length x "
+      f"batch); the median is over rounds. Each dataset ran {settings['rounds']} round(s) of one lm_jax worker then "
+      "one PyTorch worker.",
+      "",
+      "- lm_jax: the same trainer loop (`lm_jax.train.train_windows` after `setup_run` and `start`) over "
+      "`lm_run.epoch_windows`' windows: per window the jitted step, drawing its embedding, locked and weight-drop "
+      "masks on the device, with AR and TAR, the clip and SGD with weight decay at the window's lr scale; every "
+      "log_interval windows the host sync and the log line. Nothing checkpointed.",
+      "- PyTorch: awd-lstm-lm main.py's train() with torch_reference/awd_lstm.py's model: per window the length "
+      "drawn, the lr scaled, get_batch, fresh masks (embedding per word type, locked per column, DropConnect on "
+      "each W_hh through a functional call), repackage_hidden, zero_grad, forward, cross-entropy + AR + TAR, "
+      "backward, clip_grad_norm_, SGD with weight decay, the lr restored, `total_loss += raw_loss.data` (no host "
+      "sync but the log line's `.item()`), main.py's log line every log_interval windows.",
+  ]
+
+
+def _language_model_table(configs: list[dict]) -> list[str]:
+  lines = ["| dataset | cell | windows timed | ms/window lm_jax | ms/window PyTorch | tokens/s lm_jax "
+           "| tokens/s PyTorch | log lines timed lm_jax / PyTorch | speedup per pair | median speedup |",
+           "|---|---|" + "---:|" * 8]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    log_lines = " / ".join(",".join(str(run["log_lines"]) for run in c["runs"][f]) for f in FRAMEWORKS)
     lines.append(f"| {c['dataset']} | {c['cell']} | {c['windows']} | {jax_m['ms_per_window']:.2f} "
                  f"| {torch_m['ms_per_window']:.2f} | {jax_m['tokens_per_s']:,.0f} | {torch_m['tokens_per_s']:,.0f} "
-                 f"| {log_lines} | {', '.join(f'{r:.2f}' for r in c['ratios'])} | {c['median_ratio']:.2f}x |")
-  lines += ["", "## Not timed: the corpus load and the first windows", "",
-            "| dataset | cell | training tokens | corpus load s lm_jax / PyTorch | first windows s lm_jax "
-            "(compilation included) / PyTorch | peak RSS MiB lm_jax / PyTorch |",
-            "|---|---|---:|---:|---:|---:|"]
+                 f"| {_log_lines(c)} | {_ratios(c)} | {c['median_ratio']:.2f}x |")
+  return lines
+
+
+def _awd_table(configs: list[dict]) -> list[str]:
+  lines = ["| dataset | windows timed | mean steps per window lm_jax / PyTorch | ms/window lm_jax "
+           "| ms/window PyTorch | tokens/s lm_jax | tokens/s PyTorch | log lines timed lm_jax / PyTorch "
+           "| speedup per pair (tokens/s) | median speedup |",
+           "|---|" + "---:|" * 9]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    lines.append(f"| {c['dataset']} | {c['cell']} | {c['train_tokens']:,} | {jax_m['load_s']:.2f} / "
-                 f"{torch_m['load_s']:.2f} | {jax_m['warmup_s']:.2f} / {torch_m['warmup_s']:.2f} "
-                 f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} |")
-  return "\n".join(lines) + "\n"
+    steps = " / ".join(f"{mean_steps(c, f):.1f}" for f in FRAMEWORKS)
+    lines.append(f"| {c['dataset']} | {c['windows']} | {steps} | {jax_m['ms_per_window']:.2f} "
+                 f"| {torch_m['ms_per_window']:.2f} | {jax_m['tokens_per_s']:,.0f} | {torch_m['tokens_per_s']:,.0f} "
+                 f"| {_log_lines(c)} | {_ratios(c)} | {c['median_ratio']:.2f}x |")
+  return lines
+
+
+def mean_steps(c: dict, framework: str) -> float:
+  """The mean length of a framework's timed windows (its median over rounds of timed tokens / windows / batch)."""
+  return c["median"][framework]["timed_tokens"] / (c["windows"] * c["config"]["batch_size"])
+
+
+def _log_lines(c: dict) -> str:
+  return " / ".join(",".join(str(run["log_lines"]) for run in c["runs"][f]) for f in FRAMEWORKS)
+
+
+def _ratios(c: dict) -> str:
+  return ", ".join(f"{r:.2f}" for r in c["ratios"])
 
 
 def plot(results: dict, path: Path) -> bool:
-  """ms per window, lm_jax vs PyTorch per dataset, one panel per cell."""
-  cells = dict.fromkeys(c["cell"] for c in results["configs"])
-  panels = {cell: [(c["dataset"], {label: c["median"][framework]["ms_per_window"]
-                                   for framework, label in FRAMEWORKS.items()}, c["median_ratio"])
-                   for c in results["configs"] if c["cell"] == cell] for cell in cells}
+  """ms per window, lm_jax vs PyTorch per dataset, one panel per cell; AWD-LSTM's panel at each side's tokens/s
+  as ms per window of batch x bptt tokens (its windows vary in length)."""
+  panels: dict[str, list[plots.Bars]] = {}
+  for c in results["configs"]:
+    if c["model"] == "awd":
+      full_window = c["config"]["batch_size"] * c["config"]["bptt"]
+      panel = f"AWD-LSTM (per window of {c['config']['batch_size']} x {c['config']['bptt']} tokens)"
+      times = {name: 1000 * full_window / c["median"][f]["tokens_per_s"] for f, name in FRAMEWORKS.items()}
+    else:
+      panel, times = c["cell"], {name: c["median"][f]["ms_per_window"] for f, name in FRAMEWORKS.items()}
+    panels.setdefault(panel, []).append((c["dataset"], times, c["median_ratio"]))
   return plots.time_bars(panels, "ms per window, whole loop (lower is faster)",
                          f"whole training loop: {results['machine']['name']}", path)
