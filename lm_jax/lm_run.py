@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from lm_jax import checkpoints, finetuning, loss, optim, parallel, pretrained, runner, trained, vocab_transfer
 from lm_jax.data.articles import shuffled_articles
-from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
+from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator
@@ -60,15 +60,17 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None
   frozen = [model.embedding_param] if config.model.freeze_embeddings else []
   finetuning.validate_unfreezing(config.optim, config.epochs, len(layer_groups(model)))
   optimizer = optim.make_optimizer(config.optim, frozen=frozen, groups=layer_groups(model))
-  # Variable BPTT's windows are cut at a static length beyond bptt: one compiled program for all.
+  # Variable BPTT's windows are cut at a static length beyond bptt, and run at their length in buckets.
   max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
+  length_bucket = VARIABLE_BPTT_BUCKET if config.variable_bptt else 0
   train = put_on_device(corpus.ids["train"], config.batch_size, max_len, "train", mesh)
   return Run(config, workdir, corpus, mesh, model, optimizer, optim.policy(config.optim), train,
              valid=put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh),
              test=put_on_device(corpus.ids["test"], config.test_batch_size, config.bptt, "test", mesh),
              meta={"vocab": list(corpus.vocab.words), "config": config.to_dict(), "train_rows": train.rows},
              train_step=make_train_step(model, optimizer, max_len, reduction=config.loss_reduction,
-                                        terms=loss.regularisers(config), mesh=mesh),
+                                        terms=loss.regularisers(config), mesh=mesh,
+                                        length_bucket=length_bucket),
              evaluator=Evaluator(model, config.bptt, mesh), report=runner.Report())
 
 

@@ -69,6 +69,11 @@ def put_tree(tree: Any, mesh: Mesh, specs: Any) -> Any:
   return jax.tree.map(lambda spec, subtree: jax.tree.map(lambda x: put(x, mesh, spec), subtree), specs, tree)
 
 
+def shardings(mesh: Mesh, specs: Any) -> Any:
+  """`specs` (a tree of PartitionSpecs) as NamedShardings on `mesh`."""
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+
+
 def on_mesh(tree: Any, mesh: Mesh) -> bool:
   """Whether every leaf of `tree` is an array on `mesh` (placed there, or returned by a step over it)."""
   return all(isinstance(x, jax.Array) and getattr(x.sharding, "mesh", None) == mesh for x in jax.tree.leaves(tree))

@@ -15,7 +15,7 @@ import pytest
 
 from lm_jax import checkpoints, optim, steps
 from lm_jax.config import reference_config
-from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
+from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
 from lm_jax.errors import UserError
 from lm_jax.loss import regularisers, window_loss
 from lm_jax.models import awd_convert
@@ -152,6 +152,43 @@ def test_the_lr_scale_scales_the_step_and_one_program_serves_every_length():
   assert step.compiled._cache_size() == 1
 
 
+def test_static_steps_round_lengths_up_to_the_bucket_at_most_max_len():
+  assert [steps.static_steps(n, 28, 0) for n in (1, 8, 28)] == [28, 28, 28]
+  assert [steps.static_steps(n, 28, 5) for n in (1, 5, 6, 10, 11, 24, 25, 26, 28)] == [5, 5, 10, 10, 15, 25, 25, 28, 28]
+
+
+def test_windows_in_length_buckets_train_as_the_one_max_len_program_does():
+  """Every AWD dropout and AR/TAR on: the bucketed program (a window runs at its length rounded up to 5) and the
+  one 28-step program give the same losses, carries and parameters over 12 windows of variable length; one
+  program per bucket met."""
+  model = awd_model()
+  config = awd_config()
+  max_len = 8 + VARIABLE_BPTT_MARGIN
+  ids = np.random.default_rng(3).integers(V, size=B * 200).astype(np.int32)
+  split = put_on_device(ids, B, max_len)
+  optimizer = optim.make_optimizer(config.optim)
+  windows = [steps.WindowAt(*w) for w in variable_windows(200, 8, np.random.default_rng(4))[:12]]
+  buckets = {steps.static_steps(w.length, max_len, VARIABLE_BPTT_BUCKET) for w in windows}
+  assert len(buckets) > 1 and max(buckets) < max_len
+
+  def train(length_bucket: int):
+    step = steps.make_train_step(model, optimizer, max_len, terms=regularisers(config), length_bucket=length_bucket)
+    state = steps.TrainState.create(model, optimizer, 0, B)
+    losses = []
+    for window in windows:
+      state, metrics = step(state, window, split.padded_TxB)
+      losses.append(float(metrics["loss"]))
+    return losses, state, step.compiled._cache_size()
+
+  one_losses, one_state, one_programs = train(0)
+  bucket_losses, bucket_state, bucket_programs = train(VARIABLE_BPTT_BUCKET)
+  assert (one_programs, bucket_programs) == (1, len(buckets))
+  np.testing.assert_allclose(bucket_losses, one_losses, rtol=1e-6)
+  for name in ("params", "carry"):
+    for a, b in zip(jax.tree.leaves(getattr(bucket_state, name)), jax.tree.leaves(getattr(one_state, name))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def optax_sgd_no_clip():
   import optax
   return optax.inject_hyperparams(optax.sgd)(learning_rate=100.0)  # updates well above float32 rounding
@@ -237,7 +274,9 @@ def test_twenty_nt_asgd_steps_across_the_switch_match_torch(torch_awd):
   windows = variable_windows(200, bptt, np.random.default_rng(6))[:20]
   split = put_on_device(ids, B, max_len)
   optimizer = optim.make_optimizer(config.optim)
-  train_step = steps.make_train_step(model, optimizer, max_len, terms=regularisers(config))
+  # As the trainer runs them: each window at its length rounded up to the bucket.
+  train_step = steps.make_train_step(model, optimizer, max_len, terms=regularisers(config),
+                                     length_bucket=VARIABLE_BPTT_BUCKET)
   state = steps.TrainState(params, optimizer.init(params), model.init_carry(B), jax.random.PRNGKey(11), jnp.int32(0))
 
   data_TxB = torch.from_numpy(batchify(ids, B)).long()

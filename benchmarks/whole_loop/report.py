@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from lm_jax.data.batching import VARIABLE_BPTT_MARGIN
+from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN
 from lm_jax.errors import UserError
 
 from benchmarks.common import plots, report
@@ -161,8 +161,12 @@ def _awd_method(c: dict) -> list[str]:
       f"first {settings['warmup']} windows are reported apart. Each side draws its windows' lengths as its own "
       f"code does ({bptt} with probability 0.95, else {bptt / 2:g}; then max(5, int(N(that, 5))) steps; the lr "
       "scaled by the length over bptt for the window): main.py from numpy seeded with the seed, lm_jax from its "
-      f"own generator of the seed and the epoch, running every window as one compiled program of {bptt} + "
-      f"{VARIABLE_BPTT_MARGIN} steps with those past its length masked. The two sides time different windows, so "
+      "own generator of the seed and the epoch, cutting a window at "
+      f"{bptt} + {VARIABLE_BPTT_MARGIN} steps and running it at its length rounded up to a multiple of "
+      f"{VARIABLE_BPTT_BUCKET} (one compiled program per such length, the steps past its length masked). The "
+      "programs the timed windows need beyond the warm-up's are compiled before the clock starts (a step on a copy "
+      "of the state each; the JSON's `compile_ahead_s`), as every epoch after a run's first finds them compiled. "
+      "The two sides time different windows, so "
       "each speedup is lm_jax's tokens/s over PyTorch's within one round (tokens: each timed window's length x "
       f"batch); the median is over rounds. Each dataset ran {settings['rounds']} round(s) of one lm_jax worker then "
       "one PyTorch worker.",

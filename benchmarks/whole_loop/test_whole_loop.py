@@ -309,6 +309,8 @@ def test_quick_awd_row_times_each_sides_own_windows(quick_run):
     assert run["tokens_per_s"] == pytest.approx(run["timed_tokens"] / run["timed_s"])
     assert run["log_lines"] == 2
   assert config["ratios"] == [pytest.approx(jax_run["tokens_per_s"] / torch_run["tokens_per_s"])]
+  # Each timed window's program (its length rounded up to 5) was compiled before the clock started.
+  assert jax_run["programs_compiled_while_timed"] == 0
 
 
 def test_quick_run_writes_the_report(quick_run):
