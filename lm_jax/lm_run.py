@@ -19,7 +19,8 @@ from jax.sharding import Mesh
 
 from lm_jax import checkpoints, finetuning, loss, optim, parallel, pretrained, runner, trained, vocab_transfer
 from lm_jax.data.articles import shuffled_articles
-from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows, window_bounds
+from lm_jax.data.batching import (VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device,
+                                  variable_windows, window_bounds)
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator

@@ -67,12 +67,13 @@ def compile_ahead(training: lm_run.Run, state, warmup: list, timed: list) -> tup
   """Compiles the step's programs that the timed windows need and the warm-up did not (variable BPTT runs each
   window at its length rounded up to a bucket), by one step on a copy of the state per such length, so that the
   timed windows measure training, as in every epoch after the first; (seconds, programs)."""
-  begin, compiled = time.perf_counter(), {training.train_step.steps_for(w.length) for w in warmup}
-  new = {training.train_step.steps_for(w.length): w for w in timed}
-  for steps in sorted(set(new) - compiled):
-    jax.block_until_ready(training.train_step(jax.tree.map(lambda x: x.copy(), state), new[steps],
+  begin, steps_for = time.perf_counter(), training.train_step.steps_for
+  compiled = {steps_for(w.length) for w in warmup}
+  needed = {steps_for(w.length): w for w in timed if steps_for(w.length) not in compiled}
+  for window in needed.values():
+    jax.block_until_ready(training.train_step(jax.tree.map(lambda x: x.copy(), state), window,
                                               training.train.padded_TxB))
-  return time.perf_counter() - begin, len(set(new) - compiled)
+  return time.perf_counter() - begin, len(needed)
 
 
 class LogLines:
