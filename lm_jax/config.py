@@ -98,6 +98,8 @@ def reference_config() -> ml_collections.ConfigDict:
   c.test_batch_size = 10    # the reference's word_language_model scores test at 10; AWD-LSTM at 1
   c.bptt = 35
   c.variable_bptt = False   # AWD-LSTM's: bptt w.p. 0.95 else bptt/2, then N(., 5), lr scaled by length / bptt
+  c.bptt_bucket = 5         # variable BPTT: a window runs at its length rounded up to a multiple of this, one
+                            # program per such length; 0: every window at the longest (one program, more padding)
   c.finetune_from = ""      # a workdir: start from its best model (nt_asgd: averaging from the first step, as finetune.py)
   c.seed = 1111
   c.log_interval = 200      # windows between log lines
@@ -141,6 +143,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
   for name in ("bptt", "batch_size", "eval_batch_size", "test_batch_size", "epochs", "log_interval"):
     need(c[name] > 0, f"config.{name} must be > 0 (got {c[name]})", f"pass --config.{name}=N with N >= 1")
+  need(c.bptt_bucket >= 0, f"config.bptt_bucket must be >= 0 (got {c.bptt_bucket})",
+       "pass --config.bptt_bucket=5, or 0 for one program at the longest window")
   need(c.checkpoint_every >= 0, f"config.checkpoint_every must be >= 0 (got {c.checkpoint_every})",
        "pass --config.checkpoint_every=N (0 checkpoints only at epoch ends)")
   need(c.loss_reduction in loss.REDUCTIONS, f"unknown loss_reduction {c.loss_reduction!r}",

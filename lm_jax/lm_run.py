@@ -19,8 +19,8 @@ from jax.sharding import Mesh
 
 from lm_jax import checkpoints, finetuning, loss, optim, parallel, pretrained, runner, trained, vocab_transfer
 from lm_jax.data.articles import shuffled_articles
-from lm_jax.data.batching import (VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device,
-                                  variable_windows, window_bounds)
+from lm_jax.data.batching import (VARIABLE_BPTT_MARGIN, DeviceSplit, put_on_device, variable_windows,
+                                  window_bounds)
 from lm_jax.data.sources import Corpus, load_corpus
 from lm_jax.errors import UserError
 from lm_jax.evaluate import Evaluator
@@ -63,7 +63,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None
   optimizer = optim.make_optimizer(config.optim, frozen=frozen, groups=layer_groups(model))
   # Variable BPTT's windows are cut at a static length beyond bptt, and run at their length in buckets.
   max_len = config.bptt + VARIABLE_BPTT_MARGIN if config.variable_bptt else config.bptt
-  length_bucket = VARIABLE_BPTT_BUCKET if config.variable_bptt else 0
+  length_bucket = config.bptt_bucket if config.variable_bptt else 0
   train = put_on_device(corpus.ids["train"], config.batch_size, max_len, "train", mesh)
   return Run(config, workdir, corpus, mesh, model, optimizer, optim.policy(config.optim), train,
              valid=put_on_device(corpus.ids["valid"], config.eval_batch_size, config.bptt, "valid", mesh),

@@ -13,9 +13,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, optim, steps
-from lm_jax.config import reference_config
-from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
+from lm_jax import checkpoints, lm_run, optim, steps
+from lm_jax.config import reference_config, validate
+from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
 from lm_jax.errors import UserError
 from lm_jax.loss import regularisers, window_loss
 from lm_jax.models import awd_convert
@@ -168,7 +168,7 @@ def test_windows_in_length_buckets_train_as_the_one_max_len_program_does():
   split = put_on_device(ids, B, max_len)
   optimizer = optim.make_optimizer(config.optim)
   windows = [steps.WindowAt(*w) for w in variable_windows(200, 8, np.random.default_rng(4))[:12]]
-  buckets = {steps.static_steps(w.length, max_len, VARIABLE_BPTT_BUCKET) for w in windows}
+  buckets = {steps.static_steps(w.length, max_len, config.bptt_bucket) for w in windows}
   assert len(buckets) > 1 and max(buckets) < max_len
 
   def train(length_bucket: int):
@@ -181,7 +181,7 @@ def test_windows_in_length_buckets_train_as_the_one_max_len_program_does():
     return losses, state, step.compiled._cache_size()
 
   one_losses, one_state, one_programs = train(0)
-  bucket_losses, bucket_state, bucket_programs = train(VARIABLE_BPTT_BUCKET)
+  bucket_losses, bucket_state, bucket_programs = train(config.bptt_bucket)
   assert (one_programs, bucket_programs) == (1, len(buckets))
   np.testing.assert_allclose(bucket_losses, one_losses, rtol=1e-6)
   for name in ("params", "carry"):
@@ -276,7 +276,7 @@ def test_twenty_nt_asgd_steps_across_the_switch_match_torch(torch_awd):
   optimizer = optim.make_optimizer(config.optim)
   # As the trainer runs them: each window at its length rounded up to the bucket.
   train_step = steps.make_train_step(model, optimizer, max_len, terms=regularisers(config),
-                                     length_bucket=VARIABLE_BPTT_BUCKET)
+                                     length_bucket=config.bptt_bucket)
   state = steps.TrainState(params, optimizer.init(params), model.init_carry(B), jax.random.PRNGKey(11), jnp.int32(0))
 
   data_TxB = torch.from_numpy(batchify(ids, B)).long()
@@ -346,11 +346,26 @@ def test_a_model_config_written_before_the_awd_fields_loads_with_their_defaults(
 
 
 def awd_tiny(**overrides) -> ml_collections.ConfigDict:
-  """The AWD recipe on the tiny synthetic corpus, switching to averaging early (nonmono 1)."""
-  c = tiny_config(**{"epochs": 4, "bptt": 8, "variable_bptt": True, "ar_alpha": 2.0, "tar_beta": 1.0, **overrides})
+  """The AWD recipe on the tiny synthetic corpus, switching to averaging early (nonmono 1); every window in one
+  program (bptt_bucket 0), so that each run compiles one train step."""
+  c = tiny_config(**{"epochs": 4, "bptt": 8, "variable_bptt": True, "bptt_bucket": 0, "ar_alpha": 2.0,
+                     "tar_beta": 1.0, **overrides})
   c.model.update(nlayers=2, emsize=12, nhid=16, tied=True, **AWD_DROPOUT)
   c.optim.update(name="nt_asgd", lr=30.0, weight_decay=1.2e-6, schedule="when", nonmono=1)
   return c
+
+
+@pytest.mark.parametrize("bptt_bucket, programs", [(0, [28] * 9), (5, [5, 5, 10, 15, 15, 20, 20, 25, 28])])
+def test_the_config_bptt_bucket_sets_the_program_each_window_length_runs(tmp_path, bptt_bucket, programs):
+  """Variable BPTT at bptt 8 cuts windows at 28 steps; config.bptt_bucket rounds a window's length up to its
+  multiple (capped at 28), or with 0 runs every window at 28."""
+  run = lm_run.setup_run(awd_tiny(bptt_bucket=bptt_bucket), str(tmp_path))
+  assert [run.train_step.steps_for(length) for length in (1, 5, 10, 11, 14, 16, 20, 21, 28)] == programs
+
+
+def test_a_negative_bptt_bucket_is_refused_with_its_fix():
+  with pytest.raises(UserError, match=r"config.bptt_bucket must be >= 0 \(got -5\); pass --config.bptt_bucket=5"):
+    validate(awd_tiny(bptt_bucket=-5))
 
 
 def test_nt_asgd_resumes_exactly_across_the_switch_and_fine_tuning_starts_from_the_best_model(tmp_path, capsys):

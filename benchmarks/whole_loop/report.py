@@ -8,7 +8,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from lm_jax.data.batching import VARIABLE_BPTT_BUCKET, VARIABLE_BPTT_MARGIN
+from lm_jax.config import from_saved
+from lm_jax.data.batching import VARIABLE_BPTT_MARGIN
 from lm_jax.errors import UserError
 
 from benchmarks.common import plots, report
@@ -163,7 +164,7 @@ def _awd_method(c: dict) -> list[str]:
       "scaled by the length over bptt for the window): main.py from numpy seeded with the seed, lm_jax from its "
       "own generator of the seed and the epoch, cutting a window at "
       f"{bptt} + {VARIABLE_BPTT_MARGIN} steps and running it at its length rounded up to a multiple of "
-      f"{VARIABLE_BPTT_BUCKET} (one compiled program per such length, the steps past its length masked). The "
+      f"{from_saved(config).bptt_bucket} (one compiled program per such length, the steps past its length masked). The "
       "programs the timed windows need beyond the warm-up's are compiled before the clock starts (a step on a copy "
       "of the state each; the JSON's `compile_ahead_s`), as every epoch after a run's first finds them compiled. "
       "The two sides time different windows, so "

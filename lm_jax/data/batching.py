@@ -6,7 +6,7 @@ with L = min(bptt, rows - 1 - start). Inside jit every window is sliced at a fix
 `max_len` from a copy of the data padded with `max_len` extra rows, so a short window (the last
 one, or any window of variable-length BPTT) is the same program: positions t >= L are masked out
 of the loss and the hidden state stops at step L. Variable-length windows run at L rounded up to a
-multiple of VARIABLE_BPTT_BUCKET instead (steps.static_steps), one program per such length.
+multiple of `config.bptt_bucket` instead (steps.static_steps), one program per such length.
 
 On the device mesh the columns are split over the devices (a column stays on its device for the
 whole epoch). A batch that does not divide the device count gets dummy columns of zeros, which the
@@ -41,9 +41,6 @@ def window_bounds(rows: int, bptt: int) -> list[tuple[int, int]]:
 # Variable BPTT draws lengths around bptt (sd 5); windows are cut at this many steps more, so one static
 # shape serves them all (a draw past it has probability ~3e-5 at bptt 70: it is cut, see below).
 VARIABLE_BPTT_MARGIN = 20
-# ... and run at their length rounded up to a multiple of this: a few programs (about a dozen at bptt 70) in
-# place of one, and ~2 masked steps per window in place of ~22 (a 90-step program for windows of ~68 steps).
-VARIABLE_BPTT_BUCKET = 5
 
 
 def variable_windows(rows: int, bptt: int, rng: np.random.Generator) -> list[tuple[int, int, float]]:
