@@ -7,6 +7,7 @@ group per epoch: all 5 train from epoch 5), no clipping, the model picked on dev
 trained (clean_str, case kept: WikiText is cased); lm-jax-classify-corpus writes the LM's text from these configs.
   lm-jax-classify --config=configs/classify_ulmfit.py:trec --workdir=runs/ulmfit/trec
   lm-jax-classify --config=configs/classify_ulmfit.py:imdb --workdir=runs/ulmfit/imdb
+  (and :mr, :sst2 with runs/ulmfit/mr_lm, runs/ulmfit/sst2_lm from configs/ulmfit.py:finetune_mr, :finetune_sst2)
 The ablation's rows (docs/classification.md): --config.model.from_scratch=True (no LM pretraining);
 --config.model.encoder_from=runs/ulmfit/wt2 (WikiText-2 only); and without the recipe:
 --config.optim.layer_lr_decay=1 --config.optim.unfreeze_every=0 --config.optim.schedule=plateau.
@@ -17,6 +18,9 @@ from lm_jax.classify.config import classify_config
 CORPORA = {
     # TREC-6: 5,452 training questions (10% held out as dev), 500 test; at most 37 tokens.
     "trec": (dict(source="trec", path="../shared/data/trec", max_len=64), 8, 32),
+    # MR: 10,662 sentences, 10-fold cross-validated (a run per fold); SST-2: GLUE's 67,349 training phrases.
+    "mr": (dict(source="mr", path="../shared/data/mr", max_len=100), 8, 32),
+    "sst2": (dict(source="sst2", path="../shared/data/sst2", max_len=100), 4, 32),
     # IMDB: 25,000 training reviews (10% held out as dev), 25,000 test; the longest training review has 2,613 tokens
     # (the run prints how many of any split are cut at 3,000). BPT3C pools and
     # back-propagates the last 400 tokens of each review (fastai: 1,400), the rest run in 70-token chunks.

@@ -13,13 +13,16 @@ group below the embedding-and-decoder group) and STLR:
   lm-jax-train --config=configs/ulmfit.py:finetune_trec --workdir=runs/ulmfit/trec_lm
   lm-jax-classify-corpus --config=configs/classify_ulmfit.py:imdb --output=runs/ulmfit/imdb_text --min_count=5
   lm-jax-train --config=configs/ulmfit.py:finetune_imdb --workdir=runs/ulmfit/imdb_lm
+  (and mr, sst2 for trec: lm-jax-classify-corpus --config=configs/classify_ulmfit.py:mr --output=runs/ulmfit/mr_text)
 Step 3, the classifier: configs/classify_ulmfit.py. CPU time per stage on this 2-core machine (docs/classification.md):
 pretraining ~42 min per epoch (5.6 h for 8), TREC's fine-tuning ~4 min, IMDB's ~2 h per epoch at min_count 5.
 """
 
 from lm_jax.config import reference_config
 
-TARGETS = {"finetune_trec": ("runs/ulmfit/trec_text", 6), "finetune_imdb": ("runs/ulmfit/imdb_text", 1)}
+# The target text's folder (lm-jax-classify-corpus --output) and the fine-tuning's epochs, per classifier corpus.
+TARGETS = {"finetune_trec": ("runs/ulmfit/trec_text", 6), "finetune_mr": ("runs/ulmfit/mr_text", 4),
+           "finetune_sst2": ("runs/ulmfit/sst2_text", 2), "finetune_imdb": ("runs/ulmfit/imdb_text", 1)}
 
 
 def get_config(stage: str = "pretrain_wt2"):

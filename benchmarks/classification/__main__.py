@@ -1,8 +1,9 @@
 """Text classification on the real corpora: lm_jax's classifiers beside the published figures and two baselines on
-the same splits, and Kim's CNN's speed against the PyTorch reference (issue #21).
+the same splits, and Kim's CNN's speed against the PyTorch reference (issue #21); ULMFiT's ablation rows (issue #22)
+on the language models its recipe trained.
 
   python -m benchmarks.classification [--datasets=mr,sst1,sst2,trec] [--models=cnn] [--baselines=nbsvm,fasttext]
-      [--data_root=../shared/data] [--epochs=N] [--seeds=1] [--rounds=3] [--speed_length=64]
+      [--data_root=../shared/data] [--ulmfit_dir=runs/ulmfit] [--epochs=N] [--seeds=1] [--rounds=3] [--speed_length=64]
       [--parts=accuracy,baselines,speed] [--runs_dir=DIR] [--merge] [--output_dir=benchmarks/results] [--quick]
 
 Every measurement is a worker process: each (dataset, model) trained by lm_jax's train_and_evaluate (accuracy.py),
@@ -42,6 +43,8 @@ flags.DEFINE_list("models", ["cnn"], f"lm_jax models, of {', '.join(datasets.MOD
 flags.DEFINE_list("baselines", list(BASELINES), f"baselines, of {', '.join(BASELINES)} (skipped with the reason "
                   "where scikit-learn or fastText is not installed: the classify-bench extra)")
 flags.DEFINE_string("data_root", "../shared/data", "where the corpora's folders are (../shared/data/README.md)")
+flags.DEFINE_string("ulmfit_dir", "runs/ulmfit", "where the ULMFiT rows' language models are: wt2/ and "
+                    "<dataset>_lm/, as docs/classification.md's recipe trains them")
 flags.DEFINE_integer("epochs", None, "train every lm_jax model this many epochs (default: its recipe's, 25)")
 flags.DEFINE_integer("seeds", 1, "train each lm_jax model with this many seeds (config.seed, +1, ...; kept in "
                      "<runs_dir>/<dataset>-<model>, then -seed1, ...): the row is their mean ± standard deviation, over "
@@ -88,11 +91,13 @@ def plan(chosen: dict) -> dict:
   if (chosen["rounds"] < 1 or FLAGS.seeds < 1 or FLAGS.speed_length < 2
       or (chosen["epochs"] is not None and chosen["epochs"] < 1)):
     raise UserError("--rounds, --seeds and --epochs must be >= 1, --speed_length >= 2")
+  models = FLAGS.models if "accuracy" in FLAGS.parts else []
   for dataset in chosen["datasets"]:
     datasets.check_present(dataset, FLAGS.data_root)
+    for model in set(models) & set(datasets.ULMFIT_ROWS):
+      datasets.check_ulmfit(dataset, model, FLAGS.ulmfit_dir, FLAGS.quick)
   config = lambda dataset, model: datasets.config_for(dataset, model, FLAGS.data_root, epochs=chosen["epochs"],
-                                                      quick=FLAGS.quick).to_dict()
-  models = FLAGS.models if "accuracy" in FLAGS.parts else []
+                                                      quick=FLAGS.quick, ulmfit_dir=FLAGS.ulmfit_dir).to_dict()
   baselines = FLAGS.baselines if "baselines" in FLAGS.parts else []
   if "speed" in FLAGS.parts:
     require_torch()
@@ -147,11 +152,13 @@ def main(argv: list[str]) -> None:
   machine = call_worker("benchmarks.common.machine:describe",
                         {"matmul_n": chosen["matmul_n"], "bandwidth_mib": chosen["bandwidth_mib"]})
   rows, skipped = measure_accuracy(planned)
+  language_models = {d: datasets.language_model_stages(d, FLAGS.ulmfit_dir) for d, m, _ in planned["models"]
+                     if m in datasets.ULMFIT_ROWS}
   speed = measure_speed(chosen["shape"], chosen["rounds"]) if "speed" in FLAGS.parts else None
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "machine": machine,
              "settings": {"data_root": FLAGS.data_root, "epochs": chosen["epochs"], "parts": FLAGS.parts},
-             "rows": rows, "skipped": skipped, "speed": speed, "targets": report.targets(rows, skipped, speed)}
+             "rows": rows, "skipped": skipped, "speed": speed, "language_models": language_models, "targets": report.targets(rows, skipped, speed)}
   name = f"classify-{machine['name']}"
   previous = directory / f"{name}{'-quick' if FLAGS.quick else ''}.json"
   if FLAGS.merge and previous.exists():

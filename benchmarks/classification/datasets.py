@@ -1,18 +1,28 @@
 """The corpora the benchmark reads and each (dataset, model)'s lm_jax config: Kim's CNN-rand recipe
 (configs/classify_kim.py) for `cnn`, the brief's GRU and CNN -> RNN (classify_config('rnn'), ('cnn_rnn')) for
-`gru` and `cnn_rnn`, all on the same data fields, so every model and baseline sees the same splits."""
+`gru` and `cnn_rnn`, and ULMFiT's ablation (configs/classify_ulmfit.py on the language models its three-step recipe
+trains, docs/classification.md) for the `ulmfit*` rows, all on the same data fields, so every model and baseline
+sees the same splits."""
 
 from __future__ import annotations
 
 import os
 
 import ml_collections
+import numpy as np
 
-from configs import classify_kim
+from configs import classify_kim, classify_ulmfit
 from lm_jax.classify.config import classify_config
 from lm_jax.errors import UserError
+from lm_jax.metrics import read_records
 
-MODELS = {"cnn": "cnn", "gru": "rnn", "cnn_rnn": "cnn_rnn"}  # benchmark name -> config.model.kind
+# ULMFiT's ablation, a row per step of the recipe: benchmark name -> (the language model whose encoder it starts
+# from, a folder under --ulmfit_dir; whether from that LM's architecture and vocabulary only, initialised from the
+# seed; whether with the fine-tuning recipe: discriminative lrs, the slanted triangular lr, gradual unfreezing).
+ULMFIT_ROWS = {"ulmfit_scratch": ("{dataset}_lm", True, False), "ulmfit_wt2": ("wt2", False, False),
+               "ulmfit_lm": ("{dataset}_lm", False, False), "ulmfit": ("{dataset}_lm", False, True)}
+# benchmark name -> config.model.kind
+MODELS = {"cnn": "cnn", "gru": "rnn", "cnn_rnn": "cnn_rnn", **{name: "lm_encoder" for name in ULMFIT_ROWS}}
 # dataset -> config.data fields; a path is the folder's name under --data_root.
 CORPORA = {**classify_kim.CORPORA, "imdb": dict(source="imdb", path="imdb"), "synthetic": dict(source="synthetic")}
 DATASETS = tuple(CORPORA)
@@ -38,20 +48,58 @@ def check_present(dataset: str, data_root: str) -> None:
                     "--datasets")
 
 
-def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None = None,
-               quick: bool = False) -> ml_collections.ConfigDict:
+def language_model(dataset: str, model: str, ulmfit_dir: str) -> str:
+  """The workdir of the language model a ULMFiT row's encoder comes from (absolute: the workers run in the
+  repository root)."""
+  return os.path.abspath(os.path.join(ulmfit_dir, ULMFIT_ROWS[model][0].format(dataset=dataset)))
+
+
+def check_ulmfit(dataset: str, model: str, ulmfit_dir: str, quick: bool) -> None:
+  """A ULMFiT row needs its corpus's recipe and its language model trained (steps 1 and 2 of the recipe)."""
+  if quick:
+    raise UserError(f"--quick has no language models for {model}; run it with models of "
+                    f"{', '.join(m for m in MODELS if m not in ULMFIT_ROWS)}")
+  if dataset not in classify_ulmfit.CORPORA:
+    raise UserError(f"{model} has no recipe for {dataset} (configs/classify_ulmfit.py has "
+                    f"{', '.join(classify_ulmfit.CORPORA)}); leave {dataset} or {model} out")
+  lm = language_model(dataset, model, ulmfit_dir)
+  if not os.path.isdir(os.path.join(lm, "checkpoints", "best")):
+    raise UserError(f"{model} on {dataset} starts from the language model in {lm}, which holds no trained model; "
+                    "train it with steps 1 and 2 of docs/classification.md's ULMFiT recipe, or pass --ulmfit_dir")
+
+
+def language_model_stages(dataset: str, ulmfit_dir: str) -> list[dict]:
+  """Steps 1 and 2 of the recipe for `dataset`'s ULMFiT rows, as their workdirs recorded them: epochs, training
+  seconds (every epoch's, compilation included) and the best validation perplexity."""
+  stages = []
+  for stage, folder in (("1. general LM", "wt2"), ("2. LM fine-tuned on the target text", f"{dataset}_lm")):
+    epochs = [r for r in read_records(os.path.join(ulmfit_dir, folder)) if "epoch_seconds" in r]
+    stages.append({"stage": stage, "workdir": os.path.join(ulmfit_dir, folder), "epochs": len(epochs),
+                   "train_s": sum(r["epoch_seconds"] for r in epochs),
+                   "best_valid_ppl": float(np.exp(min(r["valid_loss"] for r in epochs))) if epochs else None})
+  return stages
+
+
+def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None = None, quick: bool = False,
+               ulmfit_dir: str = "runs/ulmfit") -> ml_collections.ConfigDict:
   """lm_jax's config of `model` on `dataset`. Kim's recipe cuts sentences to 100 tokens (none is that long); the
   brief's recurrent classifiers read 50 words (`flatten` reads exactly config.model.max_len), so their data is cut
-  there; IMDB's documents go to 400 tokens for the CNN (config.data's default)."""
+  there; IMDB's documents go to 400 tokens for the CNN (config.data's default). The ULMFiT rows read
+  configs/classify_ulmfit.py's, their encoder from `ulmfit_dir`'s language models."""
   if model not in MODELS:
     raise UserError(f"unknown model {model!r}; use some of {', '.join(MODELS)}")
   kind = MODELS[model]
   if kind == "cnn" and dataset in classify_kim.CORPORA:
     c = classify_kim.get_config(dataset)
+  elif model in ULMFIT_ROWS:
+    c = classify_ulmfit.get_config(dataset)
+    c.model.update(encoder_from=language_model(dataset, model, ulmfit_dir), from_scratch=ULMFIT_ROWS[model][1])
+    if not ULMFIT_ROWS[model][2]:  # plain Adam on the whole model, the lr cut on a dev stall
+      c.optim.update(layer_lr_decay=1.0, unfreeze_every=0, schedule="plateau")
   else:
     c = classify_config(kind)
     c.data.update(CORPORA[dataset])
-  if kind != "cnn":
+  if kind in ("rnn", "cnn_rnn"):
     c.data.max_len = c.model.max_len
   c.data.path = corpus_path(dataset, data_root) or ""
   if quick:

@@ -1,5 +1,5 @@
 """The classification benchmark's arithmetic and report: a model's scores over its runs (the test split, or each
-fold), the speed pairs' ratios and medians, the targets of issue #21, the markdown, and an earlier report's rows
+fold), the speed pairs' ratios and medians, the targets of issues #21 and #22, the markdown, and an earlier report's rows
 carried into a new one (`--merge`). The plot is plot.py's."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ KIM_TARGETS = ("mr", "sst2", "trec")  # Kim's CNN-rand within TOLERANCE points o
 TOLERANCE = 1.0
 RECURRENT_TARGETS = (("gru", "cnn_rnn"), ("mr", "sst2", "trec", "imdb"))
 BASELINES = ("nbsvm", "fasttext")
+# Issue #22: ULMFiT's full recipe (the `ulmfit` row) against a published figure per corpus: dataset -> (what, %).
+ULMFIT_TARGETS = {"mr": ("above NBSVM-bi's", 79.4), "sst2": ("at least", 85.0),
+                  "trec": ("above Kim's best (CNN-non-static)", 93.6), "imdb": ("above NBSVM-bi's", 91.2)}
 TRAIN_SPEEDUP, PREDICT_SPEEDUP = 1.5, 2.0
 DATASET_COLUMNS = ("mr", "sst2", "sst1", "trec", "imdb")  # the published table's
 
@@ -53,7 +56,7 @@ def find(rows: list[dict], model: str, dataset: str) -> dict | None:
 
 
 def targets(rows: list[dict], skipped: list[dict], speed: dict | None) -> list[dict]:
-  """Issue #21's targets, each with its figure; met None where this report did not measure it."""
+  """Issue #21's and #22's targets, each with its figure; met None where this report did not measure it."""
   found = []
   for dataset in KIM_TARGETS:
     published = PUBLISHED["CNN-rand"][1][dataset]
@@ -66,6 +69,11 @@ def targets(rows: list[dict], skipped: list[dict], speed: dict | None) -> list[d
   datasets = sorted({r["dataset"] for r in rows} | {s["dataset"] for s in skipped})  # every corpus in the report
   found.append(_measured_on("fastText and NBSVM measured on the same splits as the models, with their time", rows,
                             [(b, d) for b in BASELINES for d in datasets], skipped))
+  for dataset, (what, published) in ULMFIT_TARGETS.items():
+    row = find(rows, "ulmfit", dataset)
+    above = (lambda accuracy: accuracy >= published) if what == "at least" else (lambda accuracy: accuracy > published)
+    found.append({"target": f"ULMFiT on {dataset}: {what} {published}", "measured": row and percent(row),
+                  "met": row and above(round(100 * row["accuracy"], 1))})
   for part, label, threshold in (("train", "training", TRAIN_SPEEDUP), ("predict", "prediction", PREDICT_SPEEDUP)):
     ratio = speed and speed["median_ratio"][part]
     found.append({"target": f"Kim's CNN {label} examples/s >= {threshold:g}x PyTorch's",
@@ -100,7 +108,9 @@ def merged(previous: dict, current: dict) -> dict:
   speed = current["speed"]
   if speed is None and previous["speed"] is not None:
     speed = {**previous["speed"], "carried_from": previous["speed"].get("carried_from", previous["date"])}
-  return {**current, "rows": rows, "skipped": skipped, "speed": speed, "targets": targets(rows, skipped, speed)}
+  language_models = {**previous.get("language_models", {}), **current["language_models"]}
+  return {**current, "rows": rows, "skipped": skipped, "speed": speed, "language_models": language_models,
+          "targets": targets(rows, skipped, speed)}
 
 
 def _published(row: dict) -> str:
@@ -137,6 +147,17 @@ def accuracy_lines(rows: list[dict], skipped: list[dict]) -> list[str]:
   for name, (source, values) in PUBLISHED.items():
     lines.append(f"| {name} | {source} | " + " | ".join(f"{values[d]:.1f}" if d in values else "-"
                                                          for d in DATASET_COLUMNS) + " |")
+  return lines
+
+
+def language_model_lines(language_models: dict[str, list[dict]]) -> list[str]:
+  lines = ["## ULMFiT's language models", "",
+           "Steps 1 and 2 of the recipe (docs/classification.md), as their workdirs recorded them; step 3 is each "
+           "`ulmfit*` row's train s above.", "",
+           "| dataset | stage | workdir | epochs | train s | best valid ppl |", "|---|---|---|---:|---:|---:|"]
+  for dataset, stages in language_models.items():
+    lines += [f"| {dataset} | {s['stage']} | {s['workdir']} | {s['epochs']} | {s['train_s']:,.0f} | "
+              + (f"{s['best_valid_ppl']:.2f} |" if s["best_valid_ppl"] is not None else "- |") for s in stages]
   return lines
 
 
@@ -186,6 +207,11 @@ def markdown(results: dict) -> str:
       "layer of 500, softmax) and `cnn_rnn` its CNN -> RNN (`classify_config('cnn_rnn')`: a width-3 convolution of 100 "
       "maps, ReLU, max-pool 2, a GRU 50, a ReLU layer of 50), both on texts cut to 50 tokens and trained as Kim's "
       "CNN. The table gives each row's epochs (`--epochs` sets them).",
+      "- ULMFiT's ablation (configs/classify_ulmfit.py: a language model's encoder, concat pooling, fastai's head, "
+      "BPT3C; case kept): `ulmfit_scratch` the fine-tuned LM's architecture and vocabulary from the seed, "
+      "`ulmfit_wt2` the WikiText-2 LM's encoder, `ulmfit_lm` the LM fine-tuned on the corpus's training text, all "
+      "three with plain Adam (betas 0.7, 0.99) on every layer and the lr cut on a dev stall; `ulmfit` that LM with "
+      "the recipe: discriminative lrs (/2.6 per group), the slanted triangular lr, gradual unfreezing.",
       "- Baselines on the same runs (`evaluation_folds` of the same config.data) and tokens (clean_str, the case "
       "rule), texts whole: NBSVM (Wang & Manning's log-count ratio on binary uni- and bigrams, scikit-learn's "
       "LogisticRegression; one vs rest beyond 2 classes), C from 0.1, 1, 10; fastText supervised with word bigrams "
@@ -202,6 +228,8 @@ def markdown(results: dict) -> str:
   if results["quick"]:
     lines += ["", "**Quick smoke test on tiny models and corpora: these figures mean nothing.**"]
   lines += ["", *report.targets_lines(results["targets"]), "", *accuracy_lines(results["rows"], results["skipped"])]
+  if results.get("language_models"):
+    lines += ["", *language_model_lines(results["language_models"])]
   if speed:
     lines += ["", *speed_lines(speed, len(speed["runs"]["lm_jax"]))]
   return "\n".join(lines) + "\n"

@@ -120,9 +120,12 @@ def test_targets_by_hand():
 
 def test_merge_keeps_the_rows_not_measured_again():
   previous = {"date": "2026-12-01", "rows": [row("mr", "cnn", 0.75), row("trec", "cnn", 0.9)], "skipped": [],
-              "speed": {"median_ratio": {"train": 2.0, "predict": 3.0}}}
-  current = {"date": "2026-12-02", "rows": [row("mr", "cnn", 0.76)], "skipped": [], "speed": None}
+              "speed": {"median_ratio": {"train": 2.0, "predict": 3.0}},
+              "language_models": {"trec": ["trec's, earlier"], "imdb": ["imdb's"]}}
+  current = {"date": "2026-12-02", "rows": [row("mr", "cnn", 0.76)], "skipped": [], "speed": None,
+             "language_models": {"trec": ["trec's, now"]}}
   merged = report.merged(previous, current)
+  assert merged["language_models"] == {"trec": ["trec's, now"], "imdb": ["imdb's"]}
   assert [(r["dataset"], r["accuracy"], r.get("carried_from")) for r in merged["rows"]] == [
       ("mr", 0.76, None), ("trec", 0.9, "2026-12-01")]
   assert merged["speed"]["carried_from"] == "2026-12-01"
@@ -132,7 +135,7 @@ def test_merge_keeps_the_rows_not_measured_again():
 def test_every_model_and_baseline_runs_on_the_same_folds(tmp_path):
   write_mr(tmp_path / "mr")
   folds = {}
-  for model in datasets.MODELS:
+  for model in set(datasets.MODELS) - set(datasets.ULMFIT_ROWS):  # --quick has no language models
     config = datasets.config_for("mr", model, str(tmp_path), quick=True)
     config_lib.validate(config)
     corpus = load_corpus(config.data)
@@ -143,12 +146,63 @@ def test_every_model_and_baseline_runs_on_the_same_folds(tmp_path):
 
 @pytest.mark.parametrize("dataset", datasets.DATASETS)
 def test_every_dataset_and_model_config_is_valid(dataset):
-  for model in datasets.MODELS:
+  for model in ("cnn", "gru", "cnn_rnn"):
     config = datasets.config_for(dataset, model, "/data", epochs=3)
     config_lib.validate(config)
     assert config.epochs == 3
     if model != "cnn":  # the brief's 50 words, all the flatten readout reads
       assert config.data.max_len == config.model.max_len == 50
+
+
+@pytest.mark.parametrize("dataset", ["mr", "sst2", "trec", "imdb"])
+def test_the_ulmfit_rows_add_one_step_of_the_recipe_each(dataset):
+  """No pretraining -> WikiText-2's encoder -> the LM fine-tuned on the corpus's text -> with the recipe; every row
+  on the same data fields (the same splits) as the other models."""
+  configs = {model: datasets.config_for(dataset, model, "/data", ulmfit_dir="/lms") for model in datasets.ULMFIT_ROWS}
+  for config in configs.values():
+    config_lib.validate(config)
+    assert config.model.kind == "lm_encoder" and config.data.path == f"/data/{dataset}"
+    assert config.data.source == datasets.config_for(dataset, "cnn", "/data").data.source
+  assert {m: (c.model.encoder_from, c.model.from_scratch) for m, c in configs.items()} == {
+      "ulmfit_scratch": (f"/lms/{dataset}_lm", True), "ulmfit_wt2": ("/lms/wt2", False),
+      "ulmfit_lm": (f"/lms/{dataset}_lm", False), "ulmfit": (f"/lms/{dataset}_lm", False)}
+  recipe = lambda c: (c.optim.layer_lr_decay, c.optim.unfreeze_every, c.optim.schedule)
+  assert [recipe(configs[m]) for m in datasets.ULMFIT_ROWS] == [(1.0, 0, "plateau")] * 3 + [(2.6, 1, "stlr")]
+
+
+def test_the_language_model_stages_are_read_from_their_workdirs(tmp_path):
+  for folder, losses, seconds in (("wt2", [5.0, 4.5], [100.0, 120.0]), ("trec_lm", [4.0, 3.5, 3.75], [5.0] * 3)):
+    (tmp_path / folder).mkdir()
+    records = [{"step": 1, "train_loss": 9.0}] + [{"epoch": e + 1, "valid_loss": loss, "epoch_seconds": s}
+                                                  for e, (loss, s) in enumerate(zip(losses, seconds))]
+    (tmp_path / folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  stages = datasets.language_model_stages("trec", str(tmp_path))
+  assert [(s["epochs"], s["train_s"]) for s in stages] == [(2, 220.0), (3, 15.0)]
+  assert [s["best_valid_ppl"] for s in stages] == pytest.approx([math.exp(4.5), math.exp(3.5)])
+  assert "| trec | 2. LM fine-tuned on the target text | " in "\n".join(report.language_model_lines({"trec": stages}))
+
+
+def test_the_ulmfit_targets_compare_the_full_recipe_with_each_published_figure():
+  rows = [{"dataset": d, "model": m, "accuracy": a, "accuracy_std": None, "train_s": 1.0}
+          for d, m, a in (("trec", "ulmfit", 0.936), ("trec", "ulmfit_lm", 0.99), ("sst2", "ulmfit", 0.85),
+                          ("imdb", "ulmfit", 0.9125))]
+  found = {t["target"]: (t["measured"], t["met"]) for t in report.targets(rows, [], None)}
+  assert found["ULMFiT on trec: above Kim's best (CNN-non-static) 93.6"] == ("93.6", False)  # equal is not above
+  assert found["ULMFiT on sst2: at least 85.0"] == ("85.0", True)
+  assert found["ULMFiT on imdb: above NBSVM-bi's 91.2"] == ("91.2", False)  # 91.25 rounds to the figure
+  assert found["ULMFiT on mr: above NBSVM-bi's 79.4"] == (None, None)
+
+
+def test_a_ulmfit_row_without_its_language_model_is_one_line_and_writes_nothing(tmp_path):
+  (tmp_path / "trec").mkdir()
+  done = subprocess.run([sys.executable, "-m", "benchmarks.classification", f"--data_root={tmp_path}",
+                         "--datasets=trec", "--models=ulmfit_wt2", "--parts=accuracy", f"--ulmfit_dir={tmp_path}",
+                         f"--output_dir={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2
+  assert done.stderr.strip() == (f"classification: error: ulmfit_wt2 on trec starts from the language model in "
+                                 f"{tmp_path / 'wt2'}, which holds no trained model; train it with steps 1 and 2 of "
+                                 "docs/classification.md's ULMFiT recipe, or pass --ulmfit_dir")
+  assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_corpus_is_one_line_and_writes_nothing(tmp_path):
