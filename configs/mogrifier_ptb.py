@@ -20,9 +20,11 @@ the config string:
   cpu / cpu_lstm: a comparison sized for a 2-core CPU, the Mogrifier and an LSTM with the same number of parameters
     (3,789,072 and 3,787,840) and the same recipe: 2 layers tied, Mogrifier 256 wide with 5 rounds of rank 32, LSTM
     265 wide; lamb's optimiser at lr 2e-3, AWD's locked dropouts scaled down, batch 64, bptt 70, 12 epochs. Measured
-    here: ~765 s and ~700 s per epoch (3.59 and 3.31 s per window, load 5-6), ~2.6 h and ~2.3 h per run.
+    here: ~765 s and ~700 s per epoch (3.59 and 3.31 s per window, load 5-6), ~2.6 h and ~2.3 h per run; pinned to
+    one core for 50 minutes each (2026-12-04): 446 and 387 s per epoch, test 171.17 and 247.15 after 6 and 7
+    epochs (docs/experiments.md).
 
-Commands (runs/ holds each run's checkpoints and metrics.jsonl; the cpu pair is the comparison to be run):
+Commands (runs/ holds each run's checkpoints and metrics.jsonl):
   lm-jax-train --config=configs/mogrifier_ptb.py:paper --config.data.dir=../shared/data/ptb --workdir=runs/mogrifier_ptb
   lm-jax-train --config=configs/mogrifier_ptb.py:cpu --config.data.dir=../shared/data/ptb --workdir=runs/mogrifier_cpu
   lm-jax-train --config=configs/mogrifier_ptb.py:cpu_lstm --config.data.dir=../shared/data/ptb --workdir=runs/lstm_cpu
