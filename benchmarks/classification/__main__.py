@@ -94,7 +94,7 @@ def plan(chosen: dict) -> dict:
   models = FLAGS.models if "accuracy" in FLAGS.parts else []
   for dataset in chosen["datasets"]:
     datasets.check_present(dataset, FLAGS.data_root)
-    for model in set(models) & set(datasets.ULMFIT_ROWS):
+    for model in [m for m in models if m in datasets.ULMFIT_ROWS]:
       datasets.check_ulmfit(dataset, model, FLAGS.ulmfit_dir, FLAGS.quick)
   config = lambda dataset, model: datasets.config_for(dataset, model, FLAGS.data_root, epochs=chosen["epochs"],
                                                       quick=FLAGS.quick, ulmfit_dir=FLAGS.ulmfit_dir).to_dict()
@@ -158,7 +158,8 @@ def main(argv: list[str]) -> None:
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "machine": machine,
              "settings": {"data_root": FLAGS.data_root, "epochs": chosen["epochs"], "parts": FLAGS.parts},
-             "rows": rows, "skipped": skipped, "speed": speed, "language_models": language_models, "targets": report.targets(rows, skipped, speed)}
+             "rows": rows, "skipped": skipped, "speed": speed, "language_models": language_models,
+             "targets": report.targets(rows, skipped, speed)}
   name = f"classify-{machine['name']}"
   previous = directory / f"{name}{'-quick' if FLAGS.quick else ''}.json"
   if FLAGS.merge and previous.exists():

@@ -9,18 +9,20 @@ from __future__ import annotations
 import os
 
 import ml_collections
-import numpy as np
 
 from configs import classify_kim, classify_ulmfit
 from lm_jax.classify.config import classify_config
 from lm_jax.errors import UserError
 from lm_jax.metrics import read_records
 
+from benchmarks.classification.accuracy import training_seconds
+
 # ULMFiT's ablation, a row per step of the recipe: benchmark name -> (the language model whose encoder it starts
 # from, a folder under --ulmfit_dir; whether from that LM's architecture and vocabulary only, initialised from the
 # seed; whether with the fine-tuning recipe: discriminative lrs, the slanted triangular lr, gradual unfreezing).
-ULMFIT_ROWS = {"ulmfit_scratch": ("{dataset}_lm", True, False), "ulmfit_wt2": ("wt2", False, False),
-               "ulmfit_lm": ("{dataset}_lm", False, False), "ulmfit": ("{dataset}_lm", False, True)}
+GENERAL_LM, TARGET_LM = "wt2", "{dataset}_lm"  # the recipe's step 1 and step 2 workdirs
+ULMFIT_ROWS = {"ulmfit_scratch": (TARGET_LM, True, False), "ulmfit_wt2": (GENERAL_LM, False, False),
+               "ulmfit_lm": (TARGET_LM, False, False), "ulmfit": (TARGET_LM, False, True)}
 # benchmark name -> config.model.kind
 MODELS = {"cnn": "cnn", "gru": "rnn", "cnn_rnn": "cnn_rnn", **{name: "lm_encoder" for name in ULMFIT_ROWS}}
 # dataset -> config.data fields; a path is the folder's name under --data_root.
@@ -72,11 +74,11 @@ def language_model_stages(dataset: str, ulmfit_dir: str) -> list[dict]:
   """Steps 1 and 2 of the recipe for `dataset`'s ULMFiT rows, as their workdirs recorded them: epochs, training
   seconds (every epoch's, compilation included) and the best validation perplexity."""
   stages = []
-  for stage, folder in (("1. general LM", "wt2"), ("2. LM fine-tuned on the target text", f"{dataset}_lm")):
-    epochs = [r for r in read_records(os.path.join(ulmfit_dir, folder)) if "epoch_seconds" in r]
-    stages.append({"stage": stage, "workdir": os.path.join(ulmfit_dir, folder), "epochs": len(epochs),
-                   "train_s": sum(r["epoch_seconds"] for r in epochs),
-                   "best_valid_ppl": float(np.exp(min(r["valid_loss"] for r in epochs))) if epochs else None})
+  for stage, folder in (("1. general LM", GENERAL_LM), ("2. LM fine-tuned on the target text", TARGET_LM)):
+    workdir = os.path.join(ulmfit_dir, folder.format(dataset=dataset))
+    valid_ppls = [r["valid_ppl"] for r in read_records(workdir) if "epoch_seconds" in r]
+    stages.append({"stage": stage, "workdir": workdir, "epochs": len(valid_ppls), "train_s": training_seconds(workdir),
+                   "best_valid_ppl": min(valid_ppls, default=None)})
   return stages
 
 
@@ -92,9 +94,10 @@ def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None =
   if kind == "cnn" and dataset in classify_kim.CORPORA:
     c = classify_kim.get_config(dataset)
   elif model in ULMFIT_ROWS:
+    _, from_scratch, with_recipe = ULMFIT_ROWS[model]
     c = classify_ulmfit.get_config(dataset)
-    c.model.update(encoder_from=language_model(dataset, model, ulmfit_dir), from_scratch=ULMFIT_ROWS[model][1])
-    if not ULMFIT_ROWS[model][2]:  # plain Adam on the whole model, the lr cut on a dev stall
+    c.model.update(encoder_from=language_model(dataset, model, ulmfit_dir), from_scratch=from_scratch)
+    if not with_recipe:  # plain Adam on the whole model, the lr cut on a dev stall
       c.optim.update(layer_lr_decay=1.0, unfreeze_every=0, schedule="plateau")
   else:
     c = classify_config(kind)

@@ -173,8 +173,9 @@ def test_the_ulmfit_rows_add_one_step_of_the_recipe_each(dataset):
 def test_the_language_model_stages_are_read_from_their_workdirs(tmp_path):
   for folder, losses, seconds in (("wt2", [5.0, 4.5], [100.0, 120.0]), ("trec_lm", [4.0, 3.5, 3.75], [5.0] * 3)):
     (tmp_path / folder).mkdir()
-    records = [{"step": 1, "train_loss": 9.0}] + [{"epoch": e + 1, "valid_loss": loss, "epoch_seconds": s}
-                                                  for e, (loss, s) in enumerate(zip(losses, seconds))]
+    epochs = [{"epoch": e + 1, "valid_loss": loss, "valid_ppl": math.exp(loss), "epoch_seconds": s}
+              for e, (loss, s) in enumerate(zip(losses, seconds))]
+    records = [{"step": 1, "train_loss": 9.0}] + epochs
     (tmp_path / folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
   stages = datasets.language_model_stages("trec", str(tmp_path))
   assert [(s["epochs"], s["train_s"]) for s in stages] == [(2, 220.0), (3, 15.0)]
