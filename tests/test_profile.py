@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_jax import optim, steps
+from lm_jax import loss, optim, steps
 from lm_jax.data.batching import put_on_device
 from lm_jax.models.rnn_model import RNNModel
 from lm_jax.profile import profile_step, random_tokens
@@ -38,6 +38,33 @@ def test_parts_and_rest_add_up_to_the_step():
   table = profile.table()
   for part in parts:
     assert f"\n{part} " in table
+
+
+def test_awd_parts_and_the_matmul_flops_counted_by_hand():
+  # AWD-LSTM: every mask kind and both regularisers, so each of its parts is timed apart from `rest`.
+  config = tiny_config()
+  config.update(ar_alpha=2.0, tar_beta=1.0)
+  model = RNNModel(vocab_size=50, cell="lstm", emsize=8, nhid=12, nlayers=2, tied=True, locked_dropout=True,
+                   dropout=0.4, dropouti=0.3, dropouth=0.2, dropoute=0.1, wdrop=0.5)
+  optimizer = optim.make_optimizer(config.optim)
+  state = steps.TrainState.create(model, optimizer, seed=0, batch_size=4)
+  split = put_on_device(random_tokens(50, batch_size=4, bptt=5, windows=2), 4, 5)
+  terms = loss.regularisers(config)
+  train_step = steps.make_train_step(model, optimizer, 5, terms=terms)
+  profile = profile_step(model, optimizer, state, train_step, split, bptt=5, calls=1, terms=terms, ceiling_gflops=10.0)
+
+  assert list(profile.parts_ms) == (["embedding", "dropout_masks", "weight_drop", "locked_dropout"] + LAYER_PARTS +
+                                    ["decoder_matmuls", "softmax_passes", "regularisers"] + OTHER_PARTS[2:])
+  assert sum(profile.parts_ms.values()) == pytest.approx(profile.step_ms, rel=1e-9)
+  # T*B = 20 rows. Layer 0: x [20, 8] and h [20, 12] times [*, 48] (4 gates of 12); layer 1 (tied: 8 units):
+  # [20, 12] and [20, 8] times [*, 32]; the backward twice each; the decoder 3 products of [20, 8] x [8, 50].
+  assert profile.flops == {"layer_0_forward": 2 * 20 * (8 + 12) * 48, "layer_0_backward": 4 * 20 * (8 + 12) * 48,
+                           "layer_1_forward": 2 * 20 * (12 + 8) * 32, "layer_1_backward": 4 * 20 * (12 + 8) * 32,
+                           "decoder_matmuls": 3 * 2 * 20 * 8 * 50}
+  for part, flops in profile.flops.items():
+    if profile.parts_ms[part] > 0:
+      assert profile.gflops[part] == pytest.approx(flops / (profile.parts_ms[part] / 1000) / 1e9)
+  assert "GFLOP/s (ceiling 10.0)" in profile.table()
 
 
 def _profile_cli(*args: str) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common.timing import seconds
+from lm_jax.profile import matmul_ceiling_gflops
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls
@@ -80,10 +81,6 @@ def bandwidth_gb_per_s(mib: int, repeats: int) -> float:
 
 def describe(matmul_n: int, bandwidth_mib: int, repeats: int = 5) -> dict:
   a, b = np.random.default_rng(0).standard_normal((2, matmul_n, matmul_n), dtype=np.float32)
-  a_dev, b_dev = jax.device_put(a), jax.device_put(b)
-  a_bf16, b_bf16 = a_dev.astype(jnp.bfloat16), b_dev.astype(jnp.bfloat16)
-  jax_matmul = jax.jit(jnp.matmul)
-  bf16_matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
   device = jax.devices()[0]
   return {
       "name": device_name(),
@@ -93,10 +90,9 @@ def describe(matmul_n: int, bandwidth_mib: int, repeats: int = 5) -> dict:
       "cpu_count": os.cpu_count(),
       "versions": versions(),
       "matmul_n": matmul_n,
-      "jax_matmul_gflops": best_gflops(lambda: jax_matmul(a_dev, b_dev).block_until_ready(), matmul_n, repeats),
+      "jax_matmul_gflops": matmul_ceiling_gflops(matmul_n, repeats),
       "numpy_matmul_gflops": best_gflops(lambda: a @ b, matmul_n, repeats),
-      "jax_bf16_matmul_gflops": best_gflops(lambda: bf16_matmul(a_bf16, b_bf16).block_until_ready(), matmul_n,
-                                            repeats),
+      "jax_bf16_matmul_gflops": matmul_ceiling_gflops(matmul_n, repeats, jnp.bfloat16),
       "bandwidth_mib": bandwidth_mib,
       "bandwidth_gb_per_s": bandwidth_gb_per_s(bandwidth_mib, repeats),
       "bfloat16_support": bfloat16_support(device.platform),

@@ -3,9 +3,11 @@
   lm-jax-profile --config=configs/default.py [--config.FIELD=VALUE ...] [--steps=20] [--plot=profile.png]
 
 Builds the config's model, optimiser and train step, runs them on random tokens at the config's batch and
-bptt, and prints a table: embedding, each recurrent layer's forward and backward (also per time step),
-decoder matmuls, softmax passes, optimiser, host overhead and the rest, in ms and % of the step. --plot
-also writes it as a bar chart (needs matplotlib). Nothing else is written.
+bptt, and prints a table: embedding, AWD-LSTM's masks, weight drop and locked dropout (where the config has
+them), each recurrent layer's forward and backward (also per time step), decoder matmuls, softmax passes,
+AR/TAR, optimiser, host overhead and the rest, in ms and % of the step, with the GFLOP/s of the matmul parts
+against the machine's measured float32 matmul ceiling (2048^2 @ 2048^2). --plot also writes it as a bar chart
+(needs matplotlib). Nothing else is written.
 
 The vocabulary size sets the decoder's cost. It is the corpus's for the synthetic source (built in a
 moment); for a corpus on disk or on the Hub, reading it could take minutes, so it is WikiText-2's 33,278
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> None:
   from lm_jax import config as config_lib, loss, optim, steps
   from lm_jax.data.batching import put_on_device
   from lm_jax.models.registry import model_from_config
-  from lm_jax.profile import plot_png, profile_step, random_tokens
+  from lm_jax.profile import matmul_ceiling_gflops, plot_png, profile_step, random_tokens
   from lm_jax.workdir import write_atomically
 
   config_lib.validate(config)
@@ -49,12 +51,13 @@ def main(argv: list[str]) -> None:
   state = steps.TrainState.create(model, optimizer, config.seed, config.batch_size)
   split = put_on_device(random_tokens(vocab_size, config.batch_size, config.bptt, WINDOWS), config.batch_size,
                         config.bptt, "train")
-  train_step = steps.make_train_step(model, optimizer, config.bptt, reduction=config.loss_reduction,
-                                     terms=loss.regularisers(config))
+  terms = loss.regularisers(config)
+  train_step = steps.make_train_step(model, optimizer, config.bptt, reduction=config.loss_reduction, terms=terms)
   print(f"| {model.describe()}, vocabulary {vocab_size:,} ({vocab_source}), batch {config.batch_size}, "
         f"bptt {config.bptt}, {config.optim.name}; {jax.devices()[0].platform} x {jax.device_count()}; "
         f"{_STEPS.value} timed calls per part")
-  profile = profile_step(model, optimizer, state, train_step, split, config.bptt, _STEPS.value)
+  profile = profile_step(model, optimizer, state, train_step, split, config.bptt, _STEPS.value,
+                         terms=terms, ceiling_gflops=matmul_ceiling_gflops())
   print(profile.table(), end="")
   if _PLOT.value:
     write_atomically(_PLOT.value, plot_png(profile))
