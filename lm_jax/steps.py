@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from lm_jax import optim, parallel
+from lm_jax import fast_random, optim, parallel
 from lm_jax.data.batching import window_at as cut_window
 from lm_jax.loss import LossTerm, window_loss
 from lm_jax.models.interface import Carry, LanguageModel, Params
@@ -73,6 +73,7 @@ def make_train_step(model: LanguageModel, optimizer: optax.GradientTransformatio
   runs at `max_len` steps (one program), or with `length_bucket` at `static_steps` (one program per bucket)."""
   mesh = parallel.data_mesh() if mesh is None else mesh
 
+  @fast_random.traced_with_fast_random
   def train_step(state: TrainState, window_at: WindowAt, data_TxB: jax.Array, steps: int) -> tuple[TrainState, Metrics]:
     # A different dropout mask on every device and at every step, all reproducible from the seed.
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(DATA))

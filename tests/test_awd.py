@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, lm_run, optim, steps
+from lm_jax import checkpoints, fast_random, lm_run, optim, steps
 from lm_jax.config import reference_config, validate
 from lm_jax.data.batching import VARIABLE_BPTT_MARGIN, Window, batchify, put_on_device, variable_windows
 from lm_jax.errors import UserError
@@ -226,9 +226,10 @@ def torch_awd():
 
 
 def step_masks(model: RNNModel, rng: jax.Array, step: int) -> dict:
-  """The masks the real train step draws at `step` on device 0 (steps.py, then RNNModel.features)."""
+  """The masks the real train step draws at `step` on device 0 (steps.py, then RNNModel.features), in the form of
+  random draws it uses (fast_random.py)."""
   step_rng = jax.random.fold_in(jax.random.fold_in(rng, step), 0)
-  return model.dropout_masks(jax.random.fold_in(step_rng, 1), B)
+  return fast_random.traced_with_fast_random(model.dropout_masks)(jax.random.fold_in(step_rng, 1), B)
 
 
 def test_awd_checkpoint_round_trip_is_bitwise(torch_awd):

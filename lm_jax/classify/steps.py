@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lm_jax import optim
+from lm_jax import fast_random, optim
 from lm_jax.classify.data.batching import Batch
 from lm_jax.classify.models.interface import Classifier, Params
 from lm_jax.steps import TrainState
@@ -37,6 +37,7 @@ def make_train_step(model: Classifier, optimizer: optax.GradientTransformation
   (`epoch_sums`; zeros at each epoch's start), so a resumed epoch reports what the uninterrupted one does. The lr of
   this step is the epoch's times `lr_scale` (STLR's factor; 1 by default)."""
 
+  @fast_random.traced_with_fast_random
   def step(state: TrainState, tokens_BxT, mask_BxT, labels_B, weight_B, lr_scale) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
 
