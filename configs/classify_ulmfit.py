@@ -15,12 +15,14 @@ The ablation's rows (docs/classification.md): --config.model.from_scratch=True (
 
 from lm_jax.classify.config import classify_config
 
+# corpus -> (config.data, epochs, batch size). Every corpus trains at least 5 epochs: gradual unfreezing trains all
+# 5 layer groups from epoch 5 (and refuses fewer epochs).
 CORPORA = {
     # TREC-6: 5,452 training questions (10% held out as dev), 500 test; at most 37 tokens.
     "trec": (dict(source="trec", path="../shared/data/trec", max_len=64), 8, 32),
     # MR: 10,662 sentences, 10-fold cross-validated (a run per fold); SST-2: GLUE's 67,349 training phrases.
     "mr": (dict(source="mr", path="../shared/data/mr", max_len=100), 8, 32),
-    "sst2": (dict(source="sst2", path="../shared/data/sst2", max_len=100), 4, 32),
+    "sst2": (dict(source="sst2", path="../shared/data/sst2", max_len=100), 5, 32),
     # IMDB: 25,000 training reviews (10% held out as dev), 25,000 test; the longest training review has 2,613 tokens
     # (the run prints how many of any split are cut at 3,000). BPT3C pools and
     # back-propagates the last 400 tokens of each review (fastai: 1,400), the rest run in 70-token chunks.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 
@@ -10,7 +11,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from lm_jax import config as config_lib
+from lm_jax import config as config_lib, finetuning
 from lm_jax.classify import config as classify_config
 from lm_jax.models import registry
 
@@ -102,3 +103,19 @@ def test_a_regulariser_reading_an_output_the_family_lacks_is_refused(field, read
     config_lib.validate(config)
   config.model.kind = "rnn"
   config_lib.validate(config)
+
+
+def _config_module(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("corpus", list(_config_module("classify_ulmfit").CORPORA))
+def test_each_ulmfit_classifier_has_the_epochs_its_gradual_unfreezing_needs(corpus):
+  # The encoder is configs/ulmfit.py's LM: its groups are the embedding, each layer and the head. Checked here
+  # because lm-jax-classify can only check it once the LM it reads exists.
+  groups = _config_module("ulmfit").get_config().model.nlayers + 2
+  config = _config_module("classify_ulmfit").get_config(corpus)
+  finetuning.validate_unfreezing(config.optim, config.epochs, groups)

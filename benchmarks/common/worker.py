@@ -18,6 +18,7 @@ from pathlib import Path
 from lm_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
+USER_ERROR, USER_ERROR_KEY = 2, "user_error"  # a worker's exit status and result key for lm_jax's UserError
 
 
 def progress(message: str) -> None:
@@ -29,15 +30,18 @@ def require_torch() -> None:
     raise UserError("PyTorch is not installed and every figure is relative to it; pip install -e '.[torch]'")
 
 
-def call_worker(target: str, kwargs: dict, framework: str | None = None) -> dict:
+def call_worker(target: str, kwargs: dict, framework: str | None = None):
   """Runs `target(**kwargs)` in a fresh process (set up as lm_jax's commands are when `framework` is lm_jax);
   its stderr passes through, its last stdout line is the result."""
   spec = {"target": target, "kwargs": kwargs, "framework": framework}
   done = subprocess.run([sys.executable, "-m", "benchmarks.common.worker", json.dumps(spec)], cwd=REPO,
                         stdout=subprocess.PIPE, text=True)
+  last_line = (done.stdout.strip().splitlines() or [""])[-1]
+  if done.returncode == USER_ERROR and last_line.startswith(f'{{"{USER_ERROR_KEY}": '):
+    raise UserError(json.loads(last_line)[USER_ERROR_KEY])  # the worker's bad input: its one line, as ours
   if done.returncode:
     raise UserError(f"the {framework or target} worker failed with exit status {done.returncode}; its error is above")
-  return json.loads(done.stdout.strip().splitlines()[-1])
+  return json.loads(last_line)
 
 
 def run(spec: dict):
@@ -54,4 +58,8 @@ def run(spec: dict):
 
 
 if __name__ == "__main__":
-  print(json.dumps(run(json.loads(sys.argv[1]))))
+  try:
+    print(json.dumps(run(json.loads(sys.argv[1]))))
+  except UserError as error:  # handed to call_worker, which raises it as the benchmark's own one line
+    print(json.dumps({USER_ERROR_KEY: str(error)}))
+    sys.exit(USER_ERROR)
