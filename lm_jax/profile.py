@@ -165,9 +165,14 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) ->
   best of `repeats` after one compiling call."""
   a_NxN, b_NxN = (jax.random.normal(key, (n, n)).astype(dtype) for key in jax.random.split(jax.random.PRNGKey(0)))
   product = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
-  product(a_NxN, b_NxN).block_until_ready()
-  best = min(_seconds(lambda: product(a_NxN, b_NxN).block_until_ready()) for _ in range(repeats))
-  return 2 * n ** 3 / best / 1e9
+  return best_gflops(lambda: product(a_NxN, b_NxN).block_until_ready(), n, repeats)
+
+
+def best_gflops(matmul: Callable[[], object], n: int, repeats: int) -> float:
+  """GFLOP/s of `matmul`, an n x n @ n x n product that returns when done, best of `repeats` after one warm-up
+  call (that compiles it)."""
+  matmul()
+  return 2 * n ** 3 / min(_seconds(matmul) for _ in range(repeats)) / 1e9
 
 
 def _seconds(run: Callable[[], object]) -> float:

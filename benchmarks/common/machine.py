@@ -7,14 +7,13 @@ import importlib.metadata
 import os
 import platform
 import re
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common.timing import seconds
-from lm_jax.profile import matmul_ceiling_gflops
+from lm_jax.profile import best_gflops, matmul_ceiling_gflops
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 matmuls
@@ -61,12 +60,6 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       found[name] = "not installed"
   return found
-
-
-def best_gflops(matmul: Callable[[], None], n: int, repeats: int) -> float:
-  """GFLOP/s of an n x n @ n x n product, best of `repeats` after one warm-up call."""
-  matmul()
-  return 2 * n ** 3 / min(seconds(matmul) for _ in range(repeats)) / 1e9
 
 
 def bandwidth_gb_per_s(mib: int, repeats: int) -> float:
