@@ -10,6 +10,7 @@ the family's decoding carry (its state, or its key/value cache) holds what the w
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,13 +47,31 @@ def sampling_logits(logits_V: jax.Array, temperature: float, top_k: int) -> jax.
   return logits_V
 
 
+def inverse_cdf(probs_V: jax.Array, u: jax.Array) -> jax.Array:
+  """The word w with CDF(w - 1) <= u * total < CDF(w) for unnormalised probabilities [V] and u in [0, 1).
+
+  Two levels, so that no pass runs a V-long prefix sum: the CDF of ~sqrt(V) block masses finds the block,
+  then the CDF within that block the word. A zero-probability word (or block) repeats its predecessor's CDF
+  value, so 'right' never lands on it, and u * total is kept below the total, so rounding cannot either.
+  """
+  vocab = probs_V.shape[0]
+  block = math.isqrt(vocab - 1) + 1
+  num_blocks = -(-vocab // block)
+  probs_BxK = jnp.pad(probs_V, (0, num_blocks * block - vocab)).reshape(num_blocks, block)
+  mass_B = probs_BxK.sum(axis=1)
+  block_cdf_B = jnp.cumsum(mass_B)
+  target = jnp.minimum(u * block_cdf_B[-1], jnp.nextafter(block_cdf_B[-1], 0))
+  b = jnp.searchsorted(block_cdf_B, target, side="right")
+  cdf_K = jnp.cumsum(probs_BxK[b])
+  within = target - jnp.where(b > 0, block_cdf_B[b - 1], 0.0)
+  k = jnp.searchsorted(cdf_K, jnp.minimum(within, jnp.nextafter(cdf_K[-1], 0)), side="right")
+  return b * block + k
+
+
 def sample_word(rng: jax.Array, logits_V: jax.Array) -> jax.Array:
   """One word drawn from softmax(logits) by inverting its CDF: a single uniform per word, where
   jax.random.categorical's Gumbel trick draws one per vocabulary entry (33k on WikiText-2)."""
-  cdf_V = jnp.cumsum(jax.nn.softmax(logits_V))
-  # A zero-probability word repeats its predecessor's CDF value, so 'right' never lands on it.
-  word = jnp.searchsorted(cdf_V, jax.random.uniform(rng) * cdf_V[-1], side="right")
-  return jnp.minimum(word, logits_V.shape[0] - 1)
+  return inverse_cdf(jnp.exp(logits_V - jnp.max(logits_V)), jax.random.uniform(rng))
 
 
 def sample_keys(rng: jax.Array, num_samples: int) -> jax.Array:

@@ -1,6 +1,6 @@
 """Batched sampling: sample k of a call is the single-sample call with sample k's key, for both families
-(the RNN's state and the transformer's key/value cache carried with a batch of samples). The distribution
-of the batched draws: tests/test_training.py; the CLI's blocks: tests/test_cli.py."""
+(the RNN's state and the transformer's key/value cache carried with a batch of samples); the two-level
+inverse CDF against NumPy's one-level one in float64. The distribution of the batched draws: tests/test_training.py; the CLI's blocks: tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax.generate import generate, sample_keys
+from lm_jax.generate import generate, inverse_cdf, sample_keys
 from lm_jax.models.rnn_model import RNNModel
 from lm_jax.models.transformer import TransformerModel
 
@@ -46,3 +46,26 @@ def test_a_calls_samples_begin_any_larger_calls():
   eight = generate(model, params, jax.random.PRNGKey(1), WORDS, 1.0, 0, None, num_samples=8)
   assert np.array_equal(three, eight[:3])
   assert len({tuple(np.asarray(key)) for key in sample_keys(jax.random.PRNGKey(1), 8)}) == 8
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 7, 16, 40, 1001])
+def test_two_level_inverse_cdf_is_the_flat_one_and_never_picks_a_zero_probability_word(vocab):
+  """Integer weights summing to a power of two, so that every CDF value and u * total are exact in float32:
+  each word's own CDF boundaries and the points between them give NumPy's flat searchsorted answer.
+  Zeros lead, trail and fill whole blocks; u = 1 (beyond any uniform) still lands on a word with mass."""
+  rng = np.random.default_rng(vocab)
+  weights_V = rng.integers(0, 4, vocab).astype(np.float64)
+  weights_V[rng.random(vocab) < 0.3] = 0
+  weights_V[:vocab // 3] = 0
+  weights_V[vocab - vocab // 5:] = 0
+  weights_V[vocab // 2] = 1
+  total = 2 ** int(np.ceil(np.log2(weights_V.sum() + 1)))
+  weights_V[vocab // 2] += total - weights_V.sum()
+  cdf_V = np.cumsum(weights_V)
+  u_U = np.concatenate([cdf_V / total, (cdf_V - 0.5) / total, [0.0, 1 - 2.0 ** -24]])
+  u_U = u_U[(u_U >= 0) & (u_U < 1)]
+  expected_U = np.searchsorted(cdf_V, u_U * total, side="right")
+  got_U = np.asarray(jax.jit(jax.vmap(inverse_cdf, (None, 0)))(jnp.asarray(weights_V, jnp.float32),
+                                                                  jnp.asarray(u_U, jnp.float32)))
+  np.testing.assert_array_equal(got_U, expected_U)
+  assert int(inverse_cdf(jnp.asarray(weights_V, jnp.float32), jnp.float32(1.0))) == np.flatnonzero(weights_V)[-1]
