@@ -74,19 +74,26 @@ def markdown(results: dict) -> str:
   batched = configs[0]["generation"]["batched_samples"]
   lines += ["", f"## Generation (N samples at once, {configs[0]['shape']['gen_words']} words each)", "",
             f"| model | size | vocab | dtype | MB read per word | roofline words/s | lm_jax N=1 words/s | roofline / "
-            f"N=1 | lm_jax N={batched} words/s | N={batched} / N=1 | PyTorch N=1 words/s | lm_jax / PyTorch N=1 "
-            "per pair | median |",
-            "|---|---|---:|---|" + "---:|" * 9]
+            f"N=1 | lm_jax N={batched} words/s | N={batched} / N=1 | MFLOP per word | N={batched} GFLOP/s (% of "
+            f"ceiling) | N={batched} / N=1 at the ceiling | PyTorch N=1 words/s | lm_jax / PyTorch N=1 per pair "
+            "| median |",
+            "|---|---|---:|---|" + "---:|" * 12]
   for c in configs:
-    g, jax_m = c["generation"], c["median"]["lm_jax"]
+    g, jax_m, ceiling = c["generation"], c["median"]["lm_jax"], machine[MATMUL_CEILING[c["dtype"]]]
+    single, many = jax_m[generate_key(1)], jax_m[generate_key(batched)]
+    gflops = many * g["flops_per_word"] / 1e9
     lines.append(
         f"| {_key_columns(c)} | {g['bytes_per_word'] / 1e6:.2f} | {g['roofline_words_per_s']:,.0f} "
-        f"| {jax_m[generate_key(1)]:,.0f} | {g['roofline_over_single']:.2f}x | {jax_m[generate_key(batched)]:,.0f} "
-        f"| {g['median_batched_over_single']:.1f}x | {c['median']['pytorch'][generate_key(1)]:,.0f} "
+        f"| {single:,.0f} | {g['roofline_over_single']:.2f}x | {many:,.0f} | {g['median_batched_over_single']:.1f}x "
+        f"| {g['flops_per_word'] / 1e6:.2f} | {gflops:.1f} ({100 * gflops / ceiling:.0f}%) "
+        f"| {ceiling * 1e9 / g['flops_per_word'] / single:.1f}x | {c['median']['pytorch'][generate_key(1)]:,.0f} "
         f"| {_ratios(c, 'generate')} | {c['median_ratio']['generate']:.2f}x |")
   lines += ["", "lm_jax generates the N samples in one compiled loop (the transformer with its key/value cache); "
             "PyTorch runs the reference's generate.py loop, one sample, each word read back to the host (the "
-            "transformer re-feeding the whole sequence). The " + ROOFLINE_FORMULA + "."]
+            "transformer re-feeding the whole sequence). The " + ROOFLINE_FORMULA + ". MFLOP per word: the "
+            f"forward matmuls of one row (`generated_word_flops`); N={batched} / N=1 at the ceiling = the "
+            f"matmul ceiling of the dtype / MFLOP per word / N=1 words/s, the most that N={batched} can gain when "
+            "its products run at the ceiling and nothing else takes time."]
 
   forward = [c for c in configs if "recurrence_forward" in c["median_ratio"]]
   if forward:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lm_jax.models.cells import CELLS
 
-from benchmarks.step_time.shapes import TRANSFORMER, Shape
+from benchmarks.step_time.shapes import TRANSFORMER, Shape, mean_cached_words
 
 FLOAT32_BYTES = 4
 FORMULA = ("roofline words/s = memory bandwidth / bytes read per word at N = 1: 4 bytes x (embedding row E + per "
@@ -29,8 +29,7 @@ def _layer_floats(shape: Shape) -> float:
     feedforward = shape.nhid
     weights = (3 * width * width + 3 * width) + (width * width + width) + (width * feedforward + feedforward) \
         + (feedforward * width + width) + 4 * width
-    mean_context = (shape.gen_words + 1) / 2  # words already in the cache, on average over a sample
-    return weights + 2 * width * mean_context
+    return weights + 2 * width * mean_cached_words(shape)
   gates = CELLS[shape.model].num_gates * width
   return 2 * width * gates + 2 * gates
 

@@ -77,6 +77,11 @@ def make_shape(model: str, size: str, vocab: int, dtype: str, lr: float, clip: f
   return dataclasses.replace(shape, steps=steps) if steps else shape
 
 
+def mean_cached_words(shape: Shape) -> float:
+  """Words a transformer's key/value cache holds while generating, on average over a sample."""
+  return (shape.gen_words + 1) / 2
+
+
 def random_stream(shape: Shape, batch: int, windows: int, seed: int) -> np.ndarray:
   """Uniform random ids filling exactly `windows` whole windows once batchified at `batch`."""
   rows = windows * shape.bptt + 1  # +1: the last window's targets

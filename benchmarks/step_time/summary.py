@@ -10,7 +10,7 @@ import statistics
 from typing import Callable
 
 from benchmarks.common.rounds import FRAMEWORKS, median_values
-from benchmarks.step_time.flops import train_step_flops
+from benchmarks.step_time.flops import generated_word_flops, train_step_flops
 from benchmarks.step_time.measure import generate_key
 from benchmarks.step_time.roofline import bytes_per_word, roofline_words_per_s
 from benchmarks.step_time.shapes import TRANSFORMER, Shape
@@ -58,6 +58,7 @@ def summarise(shape: Shape, runs: dict[str, list[dict]], bandwidth_gb_per_s: flo
           "batched_over_single": batched_over_single,
           "median_batched_over_single": statistics.median(batched_over_single),
           "bytes_per_word": bytes_per_word(shape),
+          "flops_per_word": generated_word_flops(shape),
           "roofline_words_per_s": roofline,
           "roofline_over_single": roofline / medians["lm_jax"][single],
       },

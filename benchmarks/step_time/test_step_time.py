@@ -15,7 +15,7 @@ from benchmarks.common import machine
 from benchmarks.common.worker import REPO
 from benchmarks.conftest import quick_benchmark
 from benchmarks.step_time import summary
-from benchmarks.step_time.flops import train_step_flops
+from benchmarks.step_time.flops import generated_word_flops, train_step_flops
 from benchmarks.step_time.measure import generate_key
 from benchmarks.step_time.roofline import bytes_per_word, roofline_words_per_s
 from benchmarks.step_time.shapes import QUICK_VOCAB, make_shape
@@ -55,6 +55,15 @@ def test_bytes_per_generated_word_by_hand():
   cache = 2 * 32 * 5.5
   assert bytes_per_word(quick_shape("transformer")) == pytest.approx(4 * (32 + 2 * (weights + cache) + 64 + decoder))
   assert roofline_words_per_s(quick_shape("lstm"), 2.0) == pytest.approx(2e9 / (4 * (32 + 2 * lstm_layer + decoder)))
+
+
+def test_flops_per_generated_word_by_hand():
+  decoder = 2 * 32 * 500  # one row through [32] x [32, 500]
+  assert generated_word_flops(quick_shape("gru")) == 2 * (2 * 32 * 96 + 2 * 32 * 96) + decoder
+  # Transformer: the projections of one row, and its query over the cache's (10 words + 1) / 2 positions.
+  projections = 2 * (32 * 96 + 32 * 32 + 2 * 32 * 32)
+  attention = 2 * (2 * 5.5 * 32)
+  assert generated_word_flops(quick_shape("transformer")) == pytest.approx(2 * (projections + attention) + decoder)
 
 
 def test_bfloat16_support_from_the_cpu_flags(monkeypatch):
@@ -208,7 +217,7 @@ def test_quick_run_writes_the_report(quick_run):
   stem = output_dir / f"{results['machine']['name']}-quick"
   text = stem.with_suffix(".md").read_text()
   for row in ("| transformer | quick | 500 | float32 |", "| transformer | quick | 500 | bfloat16 |",
-              "## bfloat16 against float32", "## Generation"):
+              "## bfloat16 against float32", "## Generation", "| N=32 / N=1 at the ceiling |"):
     assert row in text
   if importlib.util.find_spec("matplotlib") is not None:
     assert stem.with_suffix(".png").stat().st_size > 0
