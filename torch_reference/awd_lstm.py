@@ -149,14 +149,16 @@ def train_step(model: AWDRNNModel, optimizer: torch.optim.Optimizer, inputs_TxB,
 
 def train_window(model: AWDRNNModel, optimizer: torch.optim.Optimizer, inputs_TxB, targets_TxB, hidden: Hidden,
                  masks: Masks, alpha: float, beta: float, clip: float,
-                 lr_scale: float = 1.0) -> tuple[torch.Tensor, Hidden]:
+                 lr_scale: float = 1.0, autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, Hidden]:
   """One step of main.py's train(): the lr scaled for this step only, clip_grad_norm_, optimizer.step(); the
-  raw cross-entropy (detached, left on the device as main.py's `raw_loss.data`) and the new hidden state."""
+  raw cross-entropy (detached, left on the device as main.py's `raw_loss.data`) and the new hidden state. With
+  an `autocast_dtype` (not main.py's), the loss runs under torch.autocast, the backward outside it."""
   lr = optimizer.param_groups[0]["lr"]
   optimizer.param_groups[0]["lr"] = lr * lr_scale
   model.train()
   optimizer.zero_grad()
-  loss, raw_loss, hidden = window_loss(model, inputs_TxB, targets_TxB, hidden, masks, alpha, beta)
+  with torch.autocast(inputs_TxB.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    loss, raw_loss, hidden = window_loss(model, inputs_TxB, targets_TxB, hidden, masks, alpha, beta)
   loss.backward()
   nn.utils.clip_grad_norm_(model.parameters(), clip)
   optimizer.step()

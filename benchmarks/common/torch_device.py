@@ -24,3 +24,8 @@ def prepare(seed: int) -> torch.device:
 
 def device_description(device: torch.device) -> str:
   return torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+
+
+def autocast_dtype(matmul_dtype: str) -> torch.dtype | None:
+  """The torch.autocast dtype that stands for lm_jax's config.model.matmul_dtype (None: no autocast)."""
+  return {"float32": None, "bfloat16": torch.bfloat16}[matmul_dtype]

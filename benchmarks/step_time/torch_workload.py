@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.common.torch_device import device_description, prepare
+from benchmarks.common.torch_device import autocast_dtype, device_description, prepare
 from benchmarks.step_time.measure import Workload
 from benchmarks.step_time.shapes import TRANSFORMER, Shape, random_stream
 from torch_reference import transformer, word_language_model
@@ -24,9 +24,9 @@ def build(shape: Shape) -> Workload:
                                               shape.dropout, shape.tied)
     generate = word_language_model.generate
   model = model.to(device)
-  autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16}[shape.dtype]
+  lower_dtype = autocast_dtype(shape.dtype)
   # A context manager, and a decorator running a function under it; disabled (a no-op) for float32.
-  autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None)
+  autocast = torch.autocast(device.type, dtype=lower_dtype, enabled=lower_dtype is not None)
   synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
   on_device = lambda ids, batch: batchify(torch.from_numpy(ids).long().to(device), batch)
   train_TxB = on_device(random_stream(shape, shape.batch, shape.train_windows, seed=0), shape.batch)
@@ -37,7 +37,7 @@ def build(shape: Shape) -> Workload:
     nonlocal hidden, step
     start = (step % shape.train_windows) * shape.bptt
     _, hidden = train_window(model, *window(train_TxB, start, shape.bptt), hidden, shape.lr, shape.clip,
-                             autocast_dtype)
+                             lower_dtype)
     step += 1
 
   @torch.no_grad()

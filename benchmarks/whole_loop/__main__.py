@@ -2,7 +2,7 @@
 
   python -m benchmarks.whole_loop [--models=word_language_model,awd] [--datasets=ptb,wikitext-2]
       [--data_root=../shared/data] [--windows=N] [--warmup=N] [--rounds=N] [--cells=lstm]
-      [--output_dir=benchmarks/results] [--quick]
+      [--dtypes=float32,bfloat16] [--output_dir=benchmarks/results] [--quick]
 
 Two models, each against its reference, on <data_root>/<dataset>/{train,valid,test}.txt:
 - word_language_model (the default): configs/default.py's settings (LSTM 2x200, batch 20, bptt 35, SGD lr 20,
@@ -13,7 +13,8 @@ Two models, each against its reference, on <data_root>/<dataset>/{train,valid,te
   against salesforce/awd-lstm-lm main.py's train() with the README's PTB flags. A window takes ~2 s on a
   2-core CPU, so defaults: --warmup=5 --windows=40 --rounds=3. Its windows vary in length, differently on each
   side, so its speedup is tokens/s over tokens/s.
---warmup, --windows and --rounds, when given, apply to every model.
+--warmup, --windows and --rounds, when given, apply to every model. --dtypes (default float32) gives each row
+per matmul dtype: lm_jax's config.model.matmul_dtype, PyTorch's torch.autocast around the forward and the loss.
 
 Each side times windows [warmup, warmup + windows) of its first epoch: lm_jax with lm_jax.train's own loop
 (jax_loop.py), PyTorch with the reference main.py's train() (torch_loop.py). Each measurement is a fresh worker
@@ -36,6 +37,7 @@ from lm_jax.data.sources import read_directory
 from lm_jax.data.vocab import tokenize
 from lm_jax.errors import UserError
 from lm_jax.models.cells import CELLS
+from lm_jax.models.precision import MATMUL_DTYPES
 
 from benchmarks.common import output
 from benchmarks.common.rounds import FRAMEWORKS
@@ -66,6 +68,8 @@ flags.DEFINE_integer("warmup", None, "windows trained before the timed ones, lm_
                      "word_language_model 25, awd 5; --quick: 2)")
 flags.DEFINE_integer("rounds", None, "alternating lm_jax/PyTorch worker pairs per row (default 3; --quick: 1)")
 flags.DEFINE_list("cells", ["lstm"], f"word_language_model's cells to measure, of {', '.join(CELLS)}")
+flags.DEFINE_list("dtypes", ["float32"], f"matmul dtypes to measure each row in, of {', '.join(MATMUL_DTYPES)} "
+                  "(lm_jax's config.model.matmul_dtype; PyTorch under torch.autocast)")
 flags.DEFINE_string("output_dir", None, "where the report goes (default benchmarks/results; --quick: a new "
                     "temporary directory)")
 flags.DEFINE_bool("quick", False, "smoke test: one round of a few windows, a log line every 2, AWD-LSTM tiny; the "
@@ -115,7 +119,8 @@ def chosen_settings(model: str) -> dict:
 
 def plan() -> list[dict]:
   """Every (model, dataset, cell) to measure, each checked to fit before any worker starts."""
-  for chosen, known, what in ((FLAGS.models, LOOPS, "models"), (FLAGS.cells, CELLS, "cells")):
+  for chosen, known, what in ((FLAGS.models, LOOPS, "models"), (FLAGS.cells, CELLS, "cells"),
+                              (FLAGS.dtypes, MATMUL_DTYPES, "dtypes")):
     unknown = [name for name in chosen if name not in known]
     if unknown:
       raise UserError(f"unknown {what} {', '.join(unknown)}; use some of {', '.join(known)}")
@@ -136,17 +141,25 @@ def plan() -> list[dict]:
         measurements.append({"model": model, "dataset": dataset, "config": config.to_dict(),
                              "train_tokens": train_tokens[dataset], "settings": settings[model]})
   if not measurements:
-    raise UserError("nothing to measure: --models, --datasets and --cells must each name at least one")
+    raise UserError("nothing to measure: --models, --datasets, --cells and --dtypes must each name at least one")
   require_torch()
   return measurements
 
 
 def model_configs(model: str, dataset: str, data_dir: str, log_interval: int | None) -> list[ml_collections.ConfigDict]:
-  """The configs both frameworks run for `model` on `dataset`: a word_language_model per cell, AWD-LSTM on the
-  datasets it has a config for."""
+  """The configs both frameworks run for `model` on `dataset`, each in every --dtypes dtype: a word_language_model
+  per cell, AWD-LSTM on the datasets it has a config for."""
   if model == "awd":
-    return [awd_config(dataset, data_dir, log_interval, FLAGS.quick)] if dataset in AWD_CONFIGS else []
-  return [loop_config(data_dir, cell, log_interval) for cell in FLAGS.cells]
+    configs = [awd_config(dataset, data_dir, log_interval, FLAGS.quick)] if dataset in AWD_CONFIGS else []
+  else:
+    configs = [loop_config(data_dir, cell, log_interval) for cell in FLAGS.cells]
+  return [in_dtype(config, dtype) for config in configs for dtype in FLAGS.dtypes]
+
+
+def in_dtype(config: ml_collections.ConfigDict, dtype: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.matmul_dtype = dtype
+  return config
 
 
 def check_windows(model: str, dataset: str, train_tokens: int, config: ml_collections.ConfigDict,
@@ -159,7 +172,7 @@ def check_windows(model: str, dataset: str, train_tokens: int, config: ml_collec
 def measure(measurement: dict) -> dict:
   settings = measurement["settings"]
   loop = {"config": measurement["config"], "warmup": settings["warmup"], "windows": settings["windows"]}
-  name = loop_report.label(measurement["model"], measurement["config"]["model"]["cell"])
+  name = loop_report.label(measurement["model"], measurement["config"]["model"])
   runs = {framework: [] for framework in FRAMEWORKS}
   for round_index in range(settings["rounds"]):
     for framework, label in FRAMEWORKS.items():

@@ -63,14 +63,16 @@ def summarise(model: str, dataset: str, config: dict, train_tokens: int, setting
            for framework, framework_runs in runs.items()}
   ratios = [jax_run["tokens_per_s"] / torch_run["tokens_per_s"]
             for jax_run, torch_run in zip(rated["lm_jax"], rated["pytorch"])]
-  return {"model": model, "dataset": dataset, "cell": config["model"]["cell"], "config": config,
+  return {"model": model, "dataset": dataset, "cell": config["model"]["cell"],
+          "dtype": config["model"]["matmul_dtype"], "config": config,
           "train_tokens": train_tokens, "settings": settings, "windows": windows, "runs": rated,
           "median": {framework: median_values(framework_runs) for framework, framework_runs in rated.items()},
           "ratios": ratios, "median_ratio": statistics.median(ratios)}
 
 
 def targets(configs: list[dict]) -> list[dict]:
-  return [_target(c) for c in configs]
+  """Issue #24's targets are float32's; a bfloat16 row is stated in its table only."""
+  return [_target(c) for c in configs if c["dtype"] == "float32"]
 
 
 def _target(c: dict) -> dict:
@@ -83,9 +85,9 @@ def _target(c: dict) -> dict:
   return {"target": text, "measured": f"{c['median_ratio']:.2f}x", "met": c["median_ratio"] >= speedup}
 
 
-def label(model: str, cell: str) -> str:
-  """A row's model in the report and the progress lines: the cell, or AWD-LSTM."""
-  return "AWD-LSTM" if model == "awd" else cell
+def label(model: str, model_config: dict) -> str:
+  """A row's model in the report and the progress lines: the cell, or AWD-LSTM; and its matmul dtype."""
+  return f"{'AWD-LSTM' if model == 'awd' else model_config['cell']} {model_config['matmul_dtype']}"
 
 
 def markdown(results: dict) -> str:
@@ -98,6 +100,11 @@ def markdown(results: dict) -> str:
     lines += ["", *_language_model_method(language_model[0])]
   if awd:
     lines += ["", *_awd_method(awd[0])]
+  if any(c["dtype"] != "float32" for c in configs):
+    lines += ["", "A bfloat16 row: lm_jax with config.model.matmul_dtype=bfloat16 (matmul inputs in bfloat16, "
+              "parameters, accumulation and optimiser in float32), PyTorch with the forward and the loss under "
+              "torch.autocast(dtype=bfloat16), the backward and the optimiser outside it. Issue #24's targets are "
+              "float32's; a bfloat16 row is stated beside them."]
   if results["quick"]:
     lines += ["", "**Quick smoke test on a tiny corpus: these timings mean nothing.**"]
   lines += ["", *report.targets_lines(results["targets"])]
@@ -106,12 +113,13 @@ def markdown(results: dict) -> str:
   if awd:
     lines += ["", "## AWD-LSTM whole loop", "", *_awd_table(awd)]
   lines += ["", "## Not timed: the corpus load and the first windows", "",
-            "| dataset | cell | training tokens | corpus load s lm_jax / PyTorch | first windows s lm_jax "
+            "| dataset | model, matmul dtype | training tokens | corpus load s lm_jax / PyTorch | first windows s lm_jax "
             "(compilation included) / PyTorch | peak RSS MiB lm_jax / PyTorch |",
             "|---|---|---:|---:|---:|---:|"]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    lines.append(f"| {c['dataset']} | {label(c['model'], c['cell'])} | {c['train_tokens']:,} | {jax_m['load_s']:.2f} / "
+    lines.append(f"| {c['dataset']} | {label(c['model'], c['config']['model'])} | {c['train_tokens']:,} "
+                 f"| {jax_m['load_s']:.2f} / "
                  f"{torch_m['load_s']:.2f} | {jax_m['warmup_s']:.2f} / {torch_m['warmup_s']:.2f} "
                  f"| {jax_m['peak_rss_mib']:,.0f} / {torch_m['peak_rss_mib']:,.0f} |")
   return "\n".join(lines) + "\n"
@@ -187,26 +195,26 @@ def _awd_method(c: dict) -> list[str]:
 
 
 def _language_model_table(configs: list[dict]) -> list[str]:
-  lines = ["| dataset | cell | windows timed | ms/window lm_jax | ms/window PyTorch | tokens/s lm_jax "
+  lines = ["| dataset | cell | matmul dtype | windows timed | ms/window lm_jax | ms/window PyTorch | tokens/s lm_jax "
            "| tokens/s PyTorch | log lines timed lm_jax / PyTorch | speedup per pair | median speedup |",
-           "|---|---|" + "---:|" * 8]
+           "|---|---|---|" + "---:|" * 8]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
-    lines.append(f"| {c['dataset']} | {c['cell']} | {c['windows']} | {jax_m['ms_per_window']:.2f} "
+    lines.append(f"| {c['dataset']} | {c['cell']} | {c['dtype']} | {c['windows']} | {jax_m['ms_per_window']:.2f} "
                  f"| {torch_m['ms_per_window']:.2f} | {jax_m['tokens_per_s']:,.0f} | {torch_m['tokens_per_s']:,.0f} "
                  f"| {_log_lines(c)} | {_ratios(c)} | {c['median_ratio']:.2f}x |")
   return lines
 
 
 def _awd_table(configs: list[dict]) -> list[str]:
-  lines = ["| dataset | windows timed | mean steps per window lm_jax / PyTorch | ms/window lm_jax "
+  lines = ["| dataset | matmul dtype | windows timed | mean steps per window lm_jax / PyTorch | ms/window lm_jax "
            "| ms/window PyTorch | tokens/s lm_jax | tokens/s PyTorch | log lines timed lm_jax / PyTorch "
            "| speedup per pair (tokens/s) | median speedup |",
-           "|---|" + "---:|" * 9]
+           "|---|---|" + "---:|" * 9]
   for c in configs:
     jax_m, torch_m = c["median"]["lm_jax"], c["median"]["pytorch"]
     steps = " / ".join(f"{mean_steps(c, f):.1f}" for f in FRAMEWORKS)
-    lines.append(f"| {c['dataset']} | {c['windows']} | {steps} | {jax_m['ms_per_window']:.2f} "
+    lines.append(f"| {c['dataset']} | {c['dtype']} | {c['windows']} | {steps} | {jax_m['ms_per_window']:.2f} "
                  f"| {torch_m['ms_per_window']:.2f} | {jax_m['tokens_per_s']:,.0f} | {torch_m['tokens_per_s']:,.0f} "
                  f"| {_log_lines(c)} | {_ratios(c)} | {c['median_ratio']:.2f}x |")
   return lines
@@ -232,10 +240,11 @@ def plot(results: dict, path: Path) -> bool:
   for c in results["configs"]:
     if c["model"] == "awd":
       full_window = c["config"]["batch_size"] * c["config"]["bptt"]
-      panel = f"AWD-LSTM (per window of {c['config']['batch_size']} x {c['config']['bptt']} tokens)"
+      panel = f"AWD-LSTM {c['dtype']} (per window of {c['config']['batch_size']} x {c['config']['bptt']} tokens)"
       times = {name: 1000 * full_window / c["median"][f]["tokens_per_s"] for f, name in FRAMEWORKS.items()}
     else:
-      panel, times = c["cell"], {name: c["median"][f]["ms_per_window"] for f, name in FRAMEWORKS.items()}
+      panel = f"{c['cell']} {c['dtype']}"
+      times = {name: c["median"][f]["ms_per_window"] for f, name in FRAMEWORKS.items()}
     panels.setdefault(panel, []).append((c["dataset"], times, c["median_ratio"]))
   return plots.time_bars(panels, "ms per window, whole loop (lower is faster)",
                          f"whole training loop: {results['machine']['name']}", path)

@@ -227,6 +227,32 @@ def test_awd_loss_is_cross_entropy_plus_ar_on_the_dropped_output_plus_tar_on_the
 
 
 @NEEDS_TORCH
+def test_awd_train_window_runs_its_loss_under_autocast_when_asked():
+  """--dtypes=bfloat16's PyTorch side: the same window's raw loss in float32 is window_loss's, under
+  torch.autocast(bfloat16) it moves by bfloat16's rounding (~0.4% per product), no more."""
+  import copy
+
+  import torch
+
+  from torch_reference import awd_lstm
+
+  T, B, V = 7, 3, 50
+  model = tiny_awd(V)
+  masks = awd_lstm.sample_masks(model, B, awd_lstm.DropoutRates(0.1, 0.4, 0.25, 0.4, 0.5))
+  ids = torch.from_numpy(np.random.default_rng(0).integers(V, size=(T + 1, B)))
+  _, expected, _ = awd_lstm.window_loss(copy.deepcopy(model), ids[:-1], ids[1:], model.init_hidden(B), masks, 2.0, 1.0)
+  raw = {}
+  for dtype in (None, torch.bfloat16):
+    copied = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(copied.parameters(), lr=1.0)
+    raw[dtype], _ = awd_lstm.train_window(copied, optimizer, ids[:-1], ids[1:], copied.init_hidden(B), masks, 2.0,
+                                          1.0, 0.25, autocast_dtype=dtype)
+  assert raw[None].item() == pytest.approx(expected.item(), rel=1e-6)
+  assert raw[torch.bfloat16].item() == pytest.approx(expected.item(), rel=2e-2)
+  assert abs(raw[torch.bfloat16].item() - expected.item()) > 1e-5
+
+
+@NEEDS_TORCH
 def test_awd_masks_have_lm_jax_names_and_layouts_and_dropout_scaling():
   import jax
   import torch
@@ -275,17 +301,19 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   root = tmp_path_factory.mktemp("whole_loop")
   write_corpus(root / "ptb")
   return root / "out", quick_benchmark("whole_loop", root / "out", "--models=word_language_model,awd",
-                                       "--datasets=ptb", f"--data_root={root}")
+                                       "--datasets=ptb", f"--data_root={root}", "--dtypes=float32,bfloat16")
 
 
-def quick_row(results: dict, model: str) -> dict:
-  (row,) = [c for c in results["configs"] if c["model"] == model]
+def quick_row(results: dict, model: str, dtype: str = "float32") -> dict:
+  (row,) = [c for c in results["configs"] if c["model"] == model and c["dtype"] == dtype]
   return row
 
 
 def test_quick_run_times_the_same_windows_in_both_loops(quick_run):
   _, results = quick_run
-  assert [c["model"] for c in results["configs"]] == ["word_language_model", "awd"]
+  assert [(c["model"], c["dtype"]) for c in results["configs"]] == [
+      ("word_language_model", "float32"), ("word_language_model", "bfloat16"), ("awd", "float32"), ("awd", "bfloat16")]
+  assert [c["config"]["model"]["matmul_dtype"] for c in results["configs"]] == ["float32", "bfloat16"] * 2
   config = quick_row(results, "word_language_model")
   assert (config["dataset"], config["cell"], config["windows"]) == ("ptb", "lstm", 4)
   for framework in ("lm_jax", "pytorch"):
@@ -321,12 +349,14 @@ def test_quick_run_writes_the_report(quick_run):
   output_dir, results = quick_run
   stem = output_dir / f"whole-loop-{results['machine']['name']}-quick"
   text = stem.with_suffix(".md").read_text()
-  assert "| ptb | lstm | 4 |" in text
-  assert "## AWD-LSTM whole loop" in text and "| ptb | 4 | " in text
+  assert "| ptb | lstm | float32 | 4 |" in text and "| ptb | lstm | bfloat16 | 4 |" in text
+  assert "## AWD-LSTM whole loop" in text and "| ptb | float32 | 4 | " in text and "| ptb | bfloat16 | 4 | " in text
   assert "AWD-LSTM settings (configs/awd_ptb.py" in text and "3 layers 24/24/16 tied" in text
   awd = quick_row(results, "awd")
   assert (f"| AWD-LSTM whole loop at least 1.0x awd-lstm-lm's tokens/s, ptb | {awd['median_ratio']:.2f}x |"
           in text)
-  assert f"| ptb | AWD-LSTM | {awd['train_tokens']:,} |" in text
+  assert f"| ptb | AWD-LSTM float32 | {awd['train_tokens']:,} |" in text
+  # Targets for the float32 rows only; a bfloat16 row is stated in its table.
+  assert len(results["targets"]) == 2 and "A bfloat16 row: lm_jax with config.model.matmul_dtype=bfloat16" in text
   if importlib.util.find_spec("matplotlib") is not None:
     assert stem.with_suffix(".png").stat().st_size > 0

@@ -11,6 +11,9 @@ window's length drawn from numpy (70 w.p. 0.95 else 35, then N(that, 5), at leas
 seq_len / bptt for this step, get_batch, fresh dropout masks (embedding, locked, weight drop), repackage_hidden,
 zero_grad, forward, cross-entropy + AR + TAR, backward, clip_grad_norm_, SGD with weight decay, the lr restored,
 `total_loss += raw_loss.data` (no host sync: the log line's `.item()` is the only one), and its log line.
+
+Both run under torch.autocast in lm_jax's config.model.matmul_dtype when it is bfloat16 (the forward and the
+loss; not the references' own: they train in float32).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.common.timing import peak_rss_mib
-from benchmarks.common.torch_device import device_description, prepare
+from benchmarks.common.torch_device import autocast_dtype, device_description, prepare
 from torch_reference import awd_lstm
 from torch_reference.word_language_model import TorchRNNModel, batchify, read_corpus, train_window, window
 
@@ -35,13 +38,14 @@ class WindowDone(NamedTuple):
 
 
 def reference_train(model: TorchRNNModel, train_TxB: torch.Tensor, bptt: int, lr: float, clip: float,
-                    log_interval: int) -> Iterator[WindowDone]:
-  """word_language_model main.py's train() for epoch 1, one window per step of the generator."""
+                    log_interval: int, lower_dtype: torch.dtype | None = None) -> Iterator[WindowDone]:
+  """word_language_model main.py's train() for epoch 1, one window per step of the generator; with a
+  `lower_dtype`, its forward and loss under torch.autocast."""
   total_loss, start_time = 0.0, time.time()
   hidden = model.init_hidden(train_TxB.size(1))
   for batch, i in enumerate(range(0, train_TxB.size(0) - 1, bptt)):
     inputs_TxB, targets_TxB = window(train_TxB, i, bptt)
-    loss, hidden = train_window(model, inputs_TxB, targets_TxB, hidden, lr, clip)
+    loss, hidden = train_window(model, inputs_TxB, targets_TxB, hidden, lr, clip, lower_dtype)
     total_loss += loss
     logged = batch % log_interval == 0 and batch > 0
     if logged:
@@ -54,9 +58,10 @@ def reference_train(model: TorchRNNModel, train_TxB: torch.Tensor, bptt: int, lr
 
 def awd_reference_train(model: awd_lstm.AWDRNNModel, optimizer: torch.optim.Optimizer, train_TxB: torch.Tensor,
                         windows: Iterable[tuple[int, int, float]], rates: awd_lstm.DropoutRates, alpha: float,
-                        beta: float, clip: float, bptt: int, log_interval: int) -> Iterator[WindowDone]:
+                        beta: float, clip: float, bptt: int, log_interval: int,
+                        lower_dtype: torch.dtype | None = None) -> Iterator[WindowDone]:
   """awd-lstm-lm main.py's train() for epoch 1 over `windows` (awd_lstm.variable_windows'), one window per step
-  of the generator."""
+  of the generator; with a `lower_dtype`, its loss under torch.autocast."""
   batch_size = train_TxB.size(1)
   total_loss, start_time = 0.0, time.time()
   hidden = model.init_hidden(batch_size)
@@ -64,7 +69,7 @@ def awd_reference_train(model: awd_lstm.AWDRNNModel, optimizer: torch.optim.Opti
     inputs_TxB, targets_TxB = window(train_TxB, start, length)
     raw_loss, hidden = awd_lstm.train_window(model, optimizer, inputs_TxB, targets_TxB, hidden,
                                              awd_lstm.sample_masks(model, batch_size, rates), alpha, beta, clip,
-                                             lr_scale)
+                                             lr_scale, lower_dtype)
     total_loss += raw_loss
     logged = batch % log_interval == 0 and batch > 0
     if logged:
@@ -85,7 +90,7 @@ def run(config: dict, warmup: int, windows: int) -> dict:
   m = config["model"]
   model = TorchRNNModel(m["cell"], vocab_size, m["emsize"], m["nhid"], m["nlayers"], m["dropout"], m["tied"]).to(device)
   loop = reference_train(model, splits["train"], config["bptt"], config["optim"]["lr"], config["optim"]["clip"],
-                         config["log_interval"])
+                         config["log_interval"], autocast_dtype(m["matmul_dtype"]))
   return {"device": device_description(device), "load_s": load_s,
           **time_windows(loop, warmup, windows, config["batch_size"], device), "peak_rss_mib": peak_rss_mib()}
 
@@ -104,7 +109,7 @@ def run_awd(config: dict, warmup: int, windows: int) -> dict:
       model, optimizer, train_TxB,
       awd_lstm.variable_windows(train_TxB.size(0), config["bptt"], np.random.RandomState(config["seed"])),
       awd_lstm.DropoutRates(*(m[name] for name in awd_lstm.DropoutRates._fields)), config["ar_alpha"],
-      config["tar_beta"], o["clip"], config["bptt"], config["log_interval"])
+      config["tar_beta"], o["clip"], config["bptt"], config["log_interval"], autocast_dtype(m["matmul_dtype"]))
   return {"device": device_description(device), "load_s": load_s,
           **time_windows(loop, warmup, windows, config["batch_size"], device), "peak_rss_mib": peak_rss_mib()}
 
