@@ -157,6 +157,7 @@ def model_configs(model: str, dataset: str, data_dir: str, log_interval: int | N
 
 
 def in_dtype(config: ml_collections.ConfigDict, dtype: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with its matmuls in `dtype`."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.matmul_dtype = dtype
   return config

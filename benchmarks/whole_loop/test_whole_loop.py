@@ -303,6 +303,16 @@ def test_an_awd_row_without_its_corpus_is_one_line(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_dtype_is_one_line(tmp_path):
+  write_corpus(tmp_path / "ptb")
+  done = subprocess.run([sys.executable, "-m", "benchmarks.whole_loop", f"--data_root={tmp_path}", "--datasets=ptb",
+                         "--dtypes=float32,float16", f"--output_dir={tmp_path / 'out'}"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2
+  assert done.stderr.strip() == "whole_loop: error: unknown dtypes float16; use some of float32, bfloat16"
+  assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, dict]:
   root = tmp_path_factory.mktemp("whole_loop")
