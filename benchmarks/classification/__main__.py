@@ -3,8 +3,9 @@ the same splits, and Kim's CNN's speed against the PyTorch reference (issue #21)
 on the language models its recipe trained.
 
   python -m benchmarks.classification [--datasets=mr,sst1,sst2,trec] [--models=cnn] [--baselines=nbsvm,fasttext]
-      [--data_root=../shared/data] [--ulmfit_dir=runs/ulmfit] [--epochs=N] [--seeds=1] [--rounds=3] [--speed_length=64]
-      [--parts=accuracy,baselines,speed] [--runs_dir=DIR] [--merge] [--output_dir=benchmarks/results] [--quick]
+      [--data_root=../shared/data] [--ulmfit_dir=runs/ulmfit] [--epochs=N] [--lr=LR] [--seeds=1] [--rounds=3]
+      [--speed_length=64] [--parts=accuracy,baselines,speed] [--runs_dir=DIR] [--merge]
+      [--output_dir=benchmarks/results] [--quick]
 
 Every measurement is a worker process: each (dataset, model) trained by lm_jax's train_and_evaluate (accuracy.py),
 each (dataset, baseline) on the same runs (baselines.py), and Kim's CNN timed in rounds of one lm_jax worker then one
@@ -46,6 +47,8 @@ flags.DEFINE_string("data_root", "../shared/data", "where the corpora's folders 
 flags.DEFINE_string("ulmfit_dir", "runs/ulmfit", "where the ULMFiT rows' language models are: wt2/ and "
                     "<dataset>_lm/, as docs/classification.md's recipe trains them")
 flags.DEFINE_integer("epochs", None, "train every lm_jax model this many epochs (default: its recipe's, 25)")
+flags.DEFINE_float("lr", None, "train every lm_jax model at this learning rate, config.optim.lr (default: its "
+                   "recipe's); the report's rows name it")
 flags.DEFINE_integer("seeds", 1, "train each lm_jax model with this many seeds (config.seed, +1, ...; kept in "
                      "<runs_dir>/<dataset>-<model>, then -seed1, ...): the row is their mean ± standard deviation, over "
                      "every fold of each on MR")
@@ -91,13 +94,16 @@ def plan(chosen: dict) -> dict:
   if (chosen["rounds"] < 1 or FLAGS.seeds < 1 or FLAGS.speed_length < 2
       or (chosen["epochs"] is not None and chosen["epochs"] < 1)):
     raise UserError("--rounds, --seeds and --epochs must be >= 1, --speed_length >= 2")
+  if FLAGS.lr is not None and not FLAGS.lr > 0:
+    raise UserError(f"--lr must be > 0 (got {FLAGS.lr:g}); pass e.g. --lr=1e-3, or leave it out for each recipe's")
   models = FLAGS.models if "accuracy" in FLAGS.parts else []
   for dataset in chosen["datasets"]:
     datasets.check_present(dataset, FLAGS.data_root)
     for model in [m for m in models if m in datasets.ULMFIT_ROWS]:
       datasets.check_ulmfit(dataset, model, FLAGS.ulmfit_dir, FLAGS.quick)
   config = lambda dataset, model: datasets.config_for(dataset, model, FLAGS.data_root, epochs=chosen["epochs"],
-                                                      quick=FLAGS.quick, ulmfit_dir=FLAGS.ulmfit_dir).to_dict()
+                                                      lr=FLAGS.lr, quick=FLAGS.quick,
+                                                      ulmfit_dir=FLAGS.ulmfit_dir).to_dict()
   baselines = FLAGS.baselines if "baselines" in FLAGS.parts else []
   if "speed" in FLAGS.parts:
     require_torch()
@@ -111,7 +117,8 @@ def measure_accuracy(planned: dict) -> tuple[list[dict], list[dict]]:
   for dataset, model, config in planned["models"]:
     progress(f"{dataset} {model}: lm_jax, {config['epochs']} epochs{seeds}")
     workdir = os.path.abspath(os.path.join(FLAGS.runs_dir, f"{dataset}-{model}")) if FLAGS.runs_dir else None
-    rows.append({"dataset": dataset, "model": model, **call_worker("benchmarks.classification.accuracy:run",
+    lr = {"lr": FLAGS.lr} if FLAGS.lr is not None else {}  # named in the row's setting
+    rows.append({"dataset": dataset, "model": model, **lr, **call_worker("benchmarks.classification.accuracy:run",
                                                                    {"config": config, "workdir": workdir,
                                                                     "seeds": FLAGS.seeds}, "lm_jax")})
     progress(f"  test accuracy {report.percent(rows[-1])} in {rows[-1]['train_s']:.0f} s")
@@ -157,7 +164,8 @@ def main(argv: list[str]) -> None:
   speed = measure_speed(chosen["shape"], chosen["rounds"]) if "speed" in FLAGS.parts else None
   results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "quick": FLAGS.quick, "machine": machine,
-             "settings": {"data_root": FLAGS.data_root, "epochs": chosen["epochs"], "parts": FLAGS.parts},
+             "settings": {"data_root": FLAGS.data_root, "epochs": chosen["epochs"], "lr": FLAGS.lr,
+                          "parts": FLAGS.parts},
              "rows": rows, "skipped": skipped, "speed": speed, "language_models": language_models,
              "targets": report.targets(rows, skipped, speed)}
   name = f"classify-{machine['name']}"

@@ -82,8 +82,8 @@ def language_model_stages(dataset: str, ulmfit_dir: str) -> list[dict]:
   return stages
 
 
-def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None = None, quick: bool = False,
-               ulmfit_dir: str = "runs/ulmfit") -> ml_collections.ConfigDict:
+def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None = None, lr: float | None = None,
+               quick: bool = False, ulmfit_dir: str = "runs/ulmfit") -> ml_collections.ConfigDict:
   """lm_jax's config of `model` on `dataset`. Kim's recipe cuts sentences to 100 tokens (none is that long); the
   brief's recurrent classifiers read 50 words (`flatten` reads exactly config.model.max_len), so their data is cut
   there; IMDB's documents go to 400 tokens for the CNN (config.data's default). The ULMFiT rows read
@@ -113,5 +113,7 @@ def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None =
     c.epochs = QUICK_EPOCHS
   if epochs is not None:
     c.epochs = epochs
+  if lr is not None:
+    c.optim.lr = lr
   return c
 

@@ -126,7 +126,8 @@ def epochs_text(epochs: int) -> str:
 
 def _setting(row: dict) -> str:
   if "epochs" in row:
-    return epochs_text(row["epochs"]) + (f", {row['seeds']} seeds" if row.get("seeds", 1) > 1 else "")
+    return (epochs_text(row["epochs"]) + (f", {row['seeds']} seeds" if row.get("seeds", 1) > 1 else "")
+            + (f", lr {row['lr']:g}" if "lr" in row else ""))
   return f"{row['hyperparameter']} " + ", ".join(f"{value:g}" for value in row["chosen"])
 
 

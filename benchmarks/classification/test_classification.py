@@ -154,6 +154,27 @@ def test_every_dataset_and_model_config_is_valid(dataset):
       assert config.data.max_len == config.model.max_len == 50
 
 
+def test_lr_sets_every_models_lr_and_the_row_names_it():
+  for model in datasets.MODELS:
+    default = datasets.config_for("imdb", model, "/data", ulmfit_dir="/lms")
+    changed = datasets.config_for("imdb", model, "/data", lr=2.5e-4, ulmfit_dir="/lms")
+    assert changed.optim.lr == 2.5e-4 != default.optim.lr
+    assert changed.to_dict() == {**default.to_dict(), "optim": {**default.optim.to_dict(), "lr": 2.5e-4}}
+  row = {"epochs": 6, "seeds": 1}
+  assert (report._setting(row), report._setting({**row, "lr": 2.5e-4})) == ("6 epochs", "6 epochs, lr 0.00025")
+
+
+def test_a_non_positive_lr_is_one_line_and_writes_nothing(tmp_path):
+  (tmp_path / "trec").mkdir()
+  done = subprocess.run([sys.executable, "-m", "benchmarks.classification", f"--data_root={tmp_path}",
+                         "--datasets=trec", "--lr=0", f"--output_dir={tmp_path / 'out'}"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2
+  assert done.stderr.strip() == ("classification: error: --lr must be > 0 (got 0); pass e.g. --lr=1e-3, or leave it "
+                                 "out for each recipe's")
+  assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("dataset", ["mr", "sst2", "trec", "imdb"])
 def test_the_ulmfit_rows_add_one_step_of_the_recipe_each(dataset):
   """No pretraining -> WikiText-2's encoder -> the LM fine-tuned on the corpus's text -> with the recipe; every row
