@@ -14,8 +14,9 @@ group below the embedding-and-decoder group) and STLR:
   lm-jax-classify-corpus --config=configs/classify_ulmfit.py:imdb --output=runs/ulmfit/imdb_text --min_count=5
   lm-jax-train --config=configs/ulmfit.py:finetune_imdb --workdir=runs/ulmfit/imdb_lm
   (and mr, sst2 for trec: lm-jax-classify-corpus --config=configs/classify_ulmfit.py:mr --output=runs/ulmfit/mr_text)
-Step 3, the classifier: configs/classify_ulmfit.py. CPU time per stage on this 2-core machine (docs/classification.md):
-pretraining ~42 min per epoch (5.6 h for 8), TREC's fine-tuning ~4 min, IMDB's ~2 h per epoch at min_count 5.
+Step 3, the classifier: configs/classify_ulmfit.py. Wall time per stage on a 2-core AMD EPYC with AVX-512, both cores
+(docs/classification.md): pretraining ~7.4 min per epoch (~1 h for 8), MR's fine-tuning ~25 s per epoch, IMDB's
+21 min (its one epoch, min_count 5).
 """
 
 from lm_jax.config import reference_config

@@ -97,7 +97,7 @@ def config_for(dataset: str, model: str, data_root: str, *, epochs: int | None =
     _, from_scratch, with_recipe = ULMFIT_ROWS[model]
     c = classify_ulmfit.get_config(dataset)
     c.model.update(encoder_from=language_model(dataset, model, ulmfit_dir), from_scratch=from_scratch)
-    if not with_recipe:  # plain Adam on the whole model, the lr cut on a dev stall
+    if not with_recipe:  # plain Adam on the whole model at a constant lr (the plateau schedule's lr_decay is 1)
       c.optim.update(layer_lr_decay=1.0, unfreeze_every=0, schedule="plateau")
   else:
     c = classify_config(kind)

@@ -211,8 +211,9 @@ def markdown(results: dict) -> str:
       "- ULMFiT's ablation (configs/classify_ulmfit.py: a language model's encoder, concat pooling, fastai's head, "
       "BPT3C; case kept): `ulmfit_scratch` the fine-tuned LM's architecture and vocabulary from the seed, "
       "`ulmfit_wt2` the WikiText-2 LM's encoder, `ulmfit_lm` the LM fine-tuned on the corpus's training text, all "
-      "three with plain Adam (betas 0.7, 0.99) on every layer and the lr cut on a dev stall; `ulmfit` that LM with "
-      "the recipe: discriminative lrs (/2.6 per group), the slanted triangular lr, gradual unfreezing.",
+      "three with plain Adam (betas 0.7, 0.99) on every layer at a constant lr (1e-2 unless the row names another); "
+      "`ulmfit` that LM with the recipe: discriminative lrs (/2.6 per group), the slanted triangular lr, gradual "
+      "unfreezing.",
       "- Baselines on the same runs (`evaluation_folds` of the same config.data) and tokens (clean_str, the case "
       "rule), texts whole: NBSVM (Wang & Manning's log-count ratio on binary uni- and bigrams, scikit-learn's "
       "LogisticRegression; one vs rest beyond 2 classes), C from 0.1, 1, 10; fastText supervised with word bigrams "
