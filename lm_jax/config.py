@@ -84,6 +84,7 @@ def reference_config() -> ml_collections.ConfigDict:
       # Howard & Ruder's fine-tuning recipe (lm_jax/finetuning.py), for language models and classifiers alike:
       layer_lr_decay=1.0,   # each lower layer group's lr = the one above's / layer_lr_decay (ULMFiT: 2.6)
       unfreeze_every=0,     # > 0: gradual unfreezing, the top group first, one more group every that many epochs
+      stage_lr_factors=(),  # with unfreezing: stage s trains at lr * stage_lr_factors[s], one per layer group; (): all 1
       stlr_cut_frac=0.1,    # schedule 'stlr' (slanted triangular, per step): the rising fraction of a cycle
       stlr_ratio=32.0,      # and the peak lr / the lowest
   ))

@@ -7,6 +7,11 @@ config.optim, so language-model fine-tuning (lm-jax-train) and classifiers (lm-j
   unfreeze_every   0: every group trains from the first step. n > 0, gradual unfreezing: the top group alone for n
                    epochs, then one more group (downwards) every n epochs (ULMFiT: 1). The last group must be unfrozen
                    by the last epoch.
+  stage_lr_factors with gradual unfreezing, each stage's lr as a multiple of config.optim.lr: one per layer group,
+                   stage s (0-based: the top group alone first) trains at lr * stage_lr_factors[s], the last stage
+                   until the run ends (empty: every stage at lr, the ULMFiT scripts' one peak lr). fastai's text
+                   tutorial lowers it stage by stage: 2e-2, 1e-2, 5e-3, then 1e-3 (with 5 groups: (2, 1, 0.5, 0.1, 0.1)
+                   at lr 1e-2).
   schedule='stlr'  each step's lr is lr * (1 + p (ratio - 1)) / ratio, p rising linearly from 0 to 1 over the first
                    cut = floor(stlr_cut_frac * T) steps of a cycle of T steps and falling back linearly over the rest:
                    p = t / cut for t < cut, else 1 - (t - cut) / (T - cut) (stlr_cut_frac 0.1, stlr_ratio 32). With
@@ -60,6 +65,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise UserError(f"config.optim.stlr_cut_frac must be in (0, 1) (got {c.stlr_cut_frac}); ULMFiT's is 0.1")
   if c.stlr_ratio < 1.0:
     raise UserError(f"config.optim.stlr_ratio must be >= 1 (got {c.stlr_ratio}); ULMFiT's is 32")
+  if c.stage_lr_factors and not c.unfreeze_every:
+    raise UserError("config.optim.stage_lr_factors sets the lr of each gradual-unfreezing stage; pass "
+                    "--config.optim.unfreeze_every=1 (or more), or leave stage_lr_factors empty")
+  if any(f <= 0 for f in c.stage_lr_factors):
+    raise UserError(f"config.optim.stage_lr_factors must all be > 0 (got {tuple(c.stage_lr_factors)}); each "
+                    "multiplies config.optim.lr, e.g. '(2, 1, 0.5, 0.1, 0.1)'")
   if uses_groups(c) and c.name == "nt_asgd":
     raise UserError("layer groups (config.optim.layer_lr_decay, unfreeze_every) need an optimiser whose update is "
                     "linear in its lr and that averages nothing; pass --config.optim.name=adam (or adamw, sgd)")
@@ -72,6 +83,9 @@ def validate_unfreezing(c: ml_collections.ConfigDict, epochs: int, num_groups: i
     raise UserError(f"gradual unfreezing (config.optim.unfreeze_every={c.unfreeze_every}) unfreezes the last of the "
                     f"model's {num_groups} layer groups at epoch {last_start}, past the last epoch {epochs}; pass "
                     f"--config.epochs={last_start} or more, or a smaller unfreeze_every")
+  if c.stage_lr_factors and len(c.stage_lr_factors) != num_groups:
+    raise UserError(f"config.optim.stage_lr_factors has {len(c.stage_lr_factors)} factors for the model's "
+                    f"{num_groups} layer groups (one per unfreezing stage); pass {num_groups} of them")
 
 
 def lm_layer_groups(param_names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
@@ -113,17 +127,24 @@ def cycle_epochs(c: ml_collections.ConfigDict, epoch: int, epochs: int, num_grou
   return range(start, start + every)
 
 
+def stage_lr_factor(c: ml_collections.ConfigDict, epoch: int) -> float:
+  """The factor of `epoch`'s unfreezing stage on the lr (stage_lr_factors; 1 without them)."""
+  if not c.stage_lr_factors:
+    return 1.0
+  return float(c.stage_lr_factors[min((epoch - 1) // c.unfreeze_every, len(c.stage_lr_factors) - 1)])
+
+
 def epoch_lr_scales(c: ml_collections.ConfigDict, epoch: int, epochs: int, num_groups: int,
                     steps_in: Callable[[int], int]) -> np.ndarray:
-  """The factor of each step of `epoch` on the epoch's lr (STLR; all 1 under an epoch-level schedule).
-  `steps_in(e)`: the number of steps of epoch e."""
-  steps = steps_in(epoch)
+  """The factor of each step of `epoch` on the epoch's lr: its stage's factor times STLR's (1 under an epoch-level
+  schedule). `steps_in(e)`: the number of steps of epoch e."""
+  steps, stage = steps_in(epoch), stage_lr_factor(c, epoch)
   if c.schedule != "stlr":
-    return np.ones(steps)
+    return np.full(steps, stage)
   cycle = cycle_epochs(c, epoch, epochs, num_groups)
   before = sum(steps_in(e) for e in cycle if e < epoch)
   total = sum(steps_in(e) for e in cycle)
-  return np.array([stlr(before + b, total, c.stlr_cut_frac, c.stlr_ratio) for b in range(steps)])
+  return stage * np.array([stlr(before + b, total, c.stlr_cut_frac, c.stlr_ratio) for b in range(steps)])
 
 
 def at_epoch(c: ml_collections.ConfigDict, opt_state: optax.InjectHyperparamsState, lr: float, epoch: int,

@@ -7,6 +7,7 @@ LM fine-tuning needs."""
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import shutil
@@ -42,8 +43,8 @@ def classifier_config(encoder_from: str, **optim_fields) -> ml_collections.Confi
   c.data.synthetic.update(train_size=100, dev_size=40, test_size=40, noise_words=20, min_words=4, max_words=8)
   c.data.max_len = 8  # one bucket length: one compiled step
   c.model.update(encoder_from=encoder_from, hidden=6, bptt=3, max_len=8)
-  c.optim.update(name="adam", lr=1e-2, clip=0.0, betas=(0.7, 0.99), schedule="stlr", layer_lr_decay=2.6,
-                 unfreeze_every=1, **optim_fields)
+  c.optim.update(dict(dict(name="adam", lr=1e-2, clip=0.0, betas=(0.7, 0.99), schedule="stlr", layer_lr_decay=2.6,
+                           unfreeze_every=1), **optim_fields))
   c.update(epochs=4, batch_size=32, eval_batch_size=64)
   return c
 
@@ -181,6 +182,32 @@ def test_lr_per_layer_group_and_step_follows_stlr_and_the_2_6_divisions():
     np.testing.assert_allclose(updates[name], -0.1 * paper_stlr(4, 20) / 2.6 ** above * grads[name], rtol=1e-6)
 
 
+def test_each_unfreezing_stage_trains_at_its_factor_of_the_lr():
+  c = recipe(name="sgd", lr=0.1, clip=0.0, schedule="stlr", layer_lr_decay=2.6, unfreeze_every=1,
+             stage_lr_factors=(4.0, 2.0, 0.5))
+  # 3 groups over 4 epochs of 10 steps: stages epoch 1 (x4), epoch 2 (x2) and epochs 3-4 (x0.5), a cycle each.
+  scales = [finetuning.epoch_lr_scales(c, e, 4, 3, lambda e: 10) for e in (1, 2, 3, 4)]
+  np.testing.assert_allclose(scales[0], [4.0 * paper_stlr(t, 10) for t in range(10)], rtol=1e-12)
+  np.testing.assert_allclose(scales[1], [2.0 * paper_stlr(t, 10) for t in range(10)], rtol=1e-12)
+  np.testing.assert_allclose(np.concatenate(scales[2:]), [0.5 * paper_stlr(t, 20) for t in range(20)], rtol=1e-12)
+  c.schedule, c.unfreeze_every = "plateau", 2  # under an epoch-level schedule, the stage's factor alone
+  assert [finetuning.epoch_lr_scales(c, e, 6, 3, lambda e: 2).tolist() for e in range(1, 7)] == [
+      [4.0, 4.0], [4.0, 4.0], [2.0, 2.0], [2.0, 2.0], [0.5, 0.5], [0.5, 0.5]]
+
+
+def test_the_classifier_steps_and_logs_each_stages_lr(lm, tmp_path):
+  """Each logged lr is the one its step took: lr x the stage's factor x STLR's, by the paper's formula."""
+  factors = (4.0, 2.0, 1.0, 0.5)  # the LM's 2 layers, its embedding and the head: 4 groups, a stage per epoch
+  c = classifier_config(lm[0], stage_lr_factors=factors)
+  c.update(batch_size=10, log_interval=1)  # 100 training examples: 10 steps per epoch, STLR's cut a whole step
+  train_and_evaluate(c, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    logged = [(r["step"], r["lr"]) for r in map(json.loads, f) if "train_loss" in r]
+  assert [step for step, _ in logged] == list(range(1, 41))
+  expected = [1e-2 * factor * paper_stlr(t, 10) for factor in factors for t in range(10)]
+  np.testing.assert_allclose([lr for _, lr in logged], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_frozen_groups_get_exactly_zero_updates_and_start_adam_afresh_when_unfrozen(name):
   c = recipe(name=name, lr=0.05, clip=1.0, weight_decay=0.1, betas=(0.7, 0.99), layer_lr_decay=2.6, unfreeze_every=1)
@@ -256,15 +283,24 @@ def foreign_run(tmp_path) -> str:
   return str(tmp_path / "foreign")
 
 
+STAGES = {"stage count": dict(stage_lr_factors=(2.0, 1.0)), "stage sign": dict(stage_lr_factors=(2.0, 1.0, 0.0, 1.0)),
+          "stages alone": dict(stage_lr_factors=(2.0, 1.0, 1.0, 1.0), unfreeze_every=0)}
+
+
 @pytest.mark.parametrize("case, problem", [
-    ("empty", "encoder_from is empty"), ("missing", "is not a directory"), ("transformer", "holds a transformer language model"),
+    ("empty", "encoder_from is empty"), ("missing", "is not a directory"),
+    ("transformer", "holds a transformer language model"),
     ("damaged", "is damaged"), ("foreign", r"only 0\.0% of the training split's tokens are in the vocabulary"),
-    ("unfreezing", "unfreezes the last of the model's 4 layer groups at epoch 4, past the last epoch 3")])
+    ("unfreezing", "unfreezes the last of the model's 4 layer groups at epoch 4, past the last epoch 3"),
+    ("stage count", "stage_lr_factors has 2 factors for the model's 4 layer groups"),
+    ("stage sign", r"stage_lr_factors must all be > 0 \(got \(2.0, 1.0, 0.0, 1.0\)\)"),
+    ("stages alone", "stage_lr_factors sets the lr of each gradual-unfreezing stage; pass "
+                     "--config.optim.unfreeze_every=1")])
 def test_bad_input_is_one_line_and_writes_nothing(lm, tmp_path, case, problem):
-  encoder_from = {"empty": lambda: "", "missing": lambda: str(tmp_path / "nothing"), "transformer": lambda: transformer_run(tmp_path),
-                  "damaged": lambda: corrupted(lm[0], tmp_path), "foreign": lambda: foreign_run(tmp_path),
-                  "unfreezing": lambda: lm[0]}[case]()
-  c = classifier_config(encoder_from)
+  encoder_from = {"empty": lambda: "", "missing": lambda: str(tmp_path / "nothing"),
+                  "transformer": lambda: transformer_run(tmp_path), "damaged": lambda: corrupted(lm[0], tmp_path),
+                  "foreign": lambda: foreign_run(tmp_path)}.get(case, lambda: lm[0])()
+  c = classifier_config(encoder_from, **STAGES.get(case, {}))
   c.epochs = 3 if case == "unfreezing" else 4
   with pytest.raises(UserError, match=problem):
     train_and_evaluate(c, str(tmp_path / "run"))

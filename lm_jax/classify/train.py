@@ -53,7 +53,8 @@ def train_epoch(run: Run, state: TrainState, progress: Progress,
     interval.append(step_metrics)
     bar.update()
     if progress.batch % config.log_interval == 0 or progress.batch == len(batches):
-      _log_interval(run, jax.device_get(interval), time.time() - interval_start, progress, len(batches))
+      _log_interval(run, jax.device_get(interval), time.time() - interval_start, progress, len(batches),
+                    progress.lr * float(lr_scale))
       interval, interval_start = [], time.time()
     runner.checkpoint_mid_epoch(run.workdir, progress, len(batches), config.checkpoint_every, stop,
                                 lambda: float(step_metrics["loss"]), lambda: save_latest(run, state, progress))
@@ -62,15 +63,16 @@ def train_epoch(run: Run, state: TrainState, progress: Progress,
 
 
 def _log_interval(run: Run, interval: list[dict[str, np.ndarray]], seconds: float, progress: Progress,
-                  batches: int) -> None:
+                  batches: int, lr: float) -> None:
+  """The interval's means; `lr`: the top group's at its last step (the epoch's lr times the step's factor)."""
   count = sum(float(m["count"]) for m in interval)
   loss = sum(float(m["loss"]) * float(m["count"]) for m in interval) / count
   accuracy = sum(float(m["correct"]) for m in interval) / count
   epoch = progress.epochs_done + 1
   runner.stop_if_diverged(run.workdir, loss, f"training loss at epoch {epoch}, batch {progress.batch}")
-  run.report.line(f"| epoch {epoch:3d} | {progress.batch:5d}/{batches:5d} batches | lr {progress.lr:.4g} | "
+  run.report.line(f"| epoch {epoch:3d} | {progress.batch:5d}/{batches:5d} batches | lr {lr:.4g} | "
                   f"ms/batch {seconds * 1000 / len(interval):6.2f} | loss {loss:6.4f} | accuracy {accuracy:.4f}")
-  run.report.scalars(progress.step, {"train_loss": loss, "train_accuracy": accuracy, "lr": progress.lr,
+  run.report.scalars(progress.step, {"train_loss": loss, "train_accuracy": accuracy, "lr": lr,
                                      "grad_norm": float(np.mean([m["grad_norm"] for m in interval]))})
 
 
