@@ -13,6 +13,10 @@ class UserError(Exception):
   """Bad input from the user. The message names the problem and the fix."""
 
 
+class Preempted(Exception):
+  """SIGTERM stopped the run at a step boundary, after writing the checkpoint to resume from."""
+
+
 def exits_cleanly_on_user_error(main: Callable[[list[str]], T]) -> Callable[[list[str]], T]:
   """Wraps an absl main (or flags parser) so a UserError prints one line and exits with status 2."""
 

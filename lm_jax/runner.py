@@ -27,16 +27,12 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from lm_jax import checkpoints, parallel, workdir as workdir_lib
-from lm_jax.errors import UserError
+from lm_jax.errors import Preempted, UserError
 from lm_jax.metrics import MetricsWriter
 
 
 class TrainingDiverged(UserError):
   """The loss became NaN or infinite."""
-
-
-class Preempted(Exception):
-  """SIGTERM stopped the run at a step boundary, after writing the checkpoint to resume from."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +163,12 @@ def checkpoint_mid_epoch(workdir: str, progress: Progress, epoch_length: int, ev
       raise preempted(workdir, f"epoch {epoch}, batch {progress.batch}/{epoch_length}", progress.step)
 
 
+RESUME_HINT = "; run the same command with --resume to continue"  # a caller that resumes otherwise swaps it
+
+
 def preempted(workdir: str, where: str, step: int) -> Preempted:
   return Preempted(f"stopped by SIGTERM at {where} (step {step}) with a checkpoint in "
-                   f"{checkpoints.checkpoint_dir(workdir, checkpoints.LATEST)}; run the same command with --resume "
-                   "to continue")
+                   f"{checkpoints.checkpoint_dir(workdir, checkpoints.LATEST)}{RESUME_HINT}")
 
 
 def stop_if_diverged(workdir: str, loss: float, what: str) -> None:

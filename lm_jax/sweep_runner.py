@@ -5,7 +5,6 @@ skipped; a failed run is reported and the others go on; SIGINT or SIGTERM stops 
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import os
@@ -16,7 +15,7 @@ import sys
 import time
 from typing import Callable
 
-from lm_jax import metrics, tasks
+from lm_jax import child_process, metrics, tasks
 from lm_jax.errors import UserError
 from lm_jax.sweep import Run, Sweep
 from lm_jax.workdir import write_atomically
@@ -24,7 +23,6 @@ from lm_jax.workdir import write_atomically
 LOG_FILE = "train.log"
 STATUS_FILE = "run_status.json"  # how the run's last process ended, for the report
 POLL_SECONDS = 0.2
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +118,7 @@ def _start(sweep: Sweep, run: Run, workdir: str, cores: frozenset[int] | None) -
     # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which stops each run at a checkpoint.
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-                            preexec_fn=_child_setup(cores, os.getpid()))
+                            preexec_fn=child_process.setup(cores, os.getpid()))
 
 
 def _ended(run: Run, exit_status: int, run_dir: str, stopping: bool) -> Outcome:
@@ -142,25 +140,6 @@ def _last_line(path: str) -> str:
     f.seek(max(0, os.path.getsize(path) - 4096))
     lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
   return lines[-1] if lines else "(no output)"
-
-
-def _child_setup(cores: frozenset[int] | None, sweep_pid: int) -> Callable[[], None] | None:
-  """What the run's process does before it starts: keep to its cores and, on Linux, get SIGTERM (a checkpoint,
-  then exit) when the sweep dies, even by SIGKILL, so that no run outlives it and a second sweep never meets
-  a first one's run still writing its workdir."""
-  prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-  if cores is None and prctl is None:
-    return None
-
-  def setup() -> None:
-    if cores:
-      os.sched_setaffinity(0, cores)
-    if prctl is not None:
-      prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-      if os.getppid() != sweep_pid:  # the sweep died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-  return setup
 
 
 def _ranges(cores: frozenset[int]) -> str:

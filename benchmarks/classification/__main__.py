@@ -10,7 +10,8 @@ on the language models its recipe trained.
 Every measurement is a worker process: each (dataset, model) trained by lm_jax's train_and_evaluate (accuracy.py),
 each (dataset, baseline) on the same runs (baselines.py), and Kim's CNN timed in rounds of one lm_jax worker then one
 PyTorch worker (speed.py). Writes <output_dir>/classify-<device>.md, .json and .png and prints the markdown;
-progress and the runs' log lines go to stderr.
+progress and the runs' log lines go to stderr. SIGTERM stops the lm_jax run in progress at a checkpoint, and the
+benchmark with one line and status 143, as lm-jax-classify; with --runs_dir the same command continues it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from absl import flags
 
-from lm_jax.cli.common import run_main
+from lm_jax.cli.common import run_main, train_until_preempted
 from lm_jax.errors import UserError
 
 from benchmarks.classification import datasets, report
@@ -175,5 +176,9 @@ def main(argv: list[str]) -> None:
   output.write_report(directory, name, results, report.markdown(results), plot)
 
 
+def main_until_preempted(argv: list[str]) -> None:
+  train_until_preempted("classification", lambda: main(argv))
+
+
 if __name__ == "__main__":
-  run_main(main, required_flags=[])
+  run_main(main_until_preempted, required_flags=[])

@@ -13,8 +13,10 @@ import tempfile
 import time
 
 from lm_jax.classify import config as config_lib
+from lm_jax.errors import Preempted
 from lm_jax.classify.train import train_and_evaluate
 from lm_jax.metrics import read_records
+from lm_jax.runner import RESUME_HINT
 
 from benchmarks.classification.report import fold_summary
 from benchmarks.common.timing import peak_rss_mib
@@ -52,7 +54,12 @@ def run(config: dict, workdir: str | None = None, seeds: int = 1) -> dict:
       else:
         seed_dir = seed_workdir(workdir, seed_index)
         resumed |= os.path.isdir(seed_dir) and bool(os.listdir(seed_dir))
-      summary = train_and_evaluate(seeded, seed_dir, resume=True)
+      try:
+        summary = train_and_evaluate(seeded, seed_dir, resume=True)
+      except Preempted as stopped:  # checkpointed: the same benchmark command continues it (no --resume here)
+        raise Preempted(f"{str(stopped).removesuffix(RESUME_HINT)}; the same benchmark command continues it" if workdir
+                        else "stopped by SIGTERM; the run was in a temporary folder, now removed: pass "
+                             "--runs_dir=DIR to keep runs that the same command continues") from None
       # Cross-validated: a run per fold.
       run_dirs += ([os.path.join(seed_dir, f"fold-{f + 1}") for f in range(summary["folds"])] if "folds" in summary
                    else [seed_dir])

@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +318,63 @@ def test_quick_run_writes_the_report_with_every_target(quick_run):
   assert "## Kim's CNN: lm_jax vs PyTorch" in text and "## Targets" in text
   if importlib.util.find_spec("matplotlib") is not None:
     assert stem.with_suffix(".png").stat().st_size > 0
+
+
+def workers_of(root: Path) -> list[int]:
+  """The benchmark workers running on `root`'s corpus (their command line holds its path)."""
+  found = []
+  for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    try:
+      args = cmdline.read_bytes().split(b"\0")
+    except OSError:  # ended meanwhile
+      continue
+    if b"benchmarks.common.worker" in args and str(root).encode() in b" ".join(args):
+      found.append(int(cmdline.parent.name))
+  return found
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+    time.sleep(0.05)
+
+
+def epoch_numbers(fold: Path) -> list[int]:
+  return [int(json.loads(line)["epoch"]) for line in (fold / "metrics.jsonl").read_text().splitlines()
+          if "epoch_seconds" in line]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc; PDEATHSIG is Linux's")
+def test_a_stopped_benchmark_leaves_no_worker_and_the_same_command_continues_its_run(tmp_path):
+  """SIGKILL: the worker gets SIGTERM, checkpoints and ends. SIGTERM: passed on to the worker, whose run stops at a
+  checkpoint; the benchmark says so in one line, exit 143. The same command then finishes the run where it stopped:
+  each epoch once."""
+  write_mr(tmp_path / "mr")
+  fold = tmp_path / "runs" / "mr-cnn" / "fold-1"
+  command = [sys.executable, "-m", "benchmarks.classification", "--quick", "--datasets=mr", "--models=cnn",
+             "--parts=accuracy", "--epochs=40", f"--data_root={tmp_path}", f"--runs_dir={tmp_path / 'runs'}",
+             f"--output_dir={tmp_path / 'out'}"]
+
+  def start_and_stop(signal_number: int) -> tuple[int, str]:
+    benchmark = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = len(epoch_numbers(fold)) if (fold / "metrics.jsonl").exists() else 0
+    wait_for(lambda: (fold / "metrics.jsonl").exists() and len(epoch_numbers(fold)) > done, "an epoch to end")
+    benchmark.send_signal(signal_number)
+    _, stderr = benchmark.communicate(timeout=120)
+    wait_for(lambda: not workers_of(tmp_path), "the worker to end")
+    return benchmark.returncode, stderr
+
+  status, _ = start_and_stop(signal.SIGKILL)
+  assert status == -signal.SIGKILL
+  status, stderr = start_and_stop(signal.SIGTERM)
+  assert status == 143 and "Traceback" not in stderr, stderr[-3000:]
+  assert re.search(rf"^classification: stopped by SIGTERM at .* \(step \d+\) with a checkpoint in {fold}/checkpoints/"
+                   r"latest; the same benchmark command continues it\n\Z", stderr, re.M), stderr[-3000:]
+  assert not (tmp_path / "out").exists() and len(epoch_numbers(fold)) < 40
+
+  subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+  assert epoch_numbers(fold) == list(range(1, 41))
+  (report_json,) = (tmp_path / "out").glob("*.json")
+  (row,) = json.loads(report_json.read_text())["rows"]
+  assert row["resumed"] and row["runs"] == datasets.QUICK_FOLDS
