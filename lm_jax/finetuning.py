@@ -104,9 +104,15 @@ def lr_factors(layer_lr_decay: float, num_groups: int) -> np.ndarray:
   return np.float64(layer_lr_decay) ** -np.arange(num_groups - 1, -1, -1, dtype=np.float64)
 
 
+def unfreezing_stage(c: ml_collections.ConfigDict, epoch: int, num_groups: int) -> int:
+  """The gradual-unfreezing stage (0-based) that `epoch` (1-based) is in: stage s trains the top s + 1 groups.
+  Without unfreezing every epoch is in the last stage."""
+  return num_groups - 1 if not c.unfreeze_every else min(num_groups - 1, (epoch - 1) // c.unfreeze_every)
+
+
 def trainable_flags(c: ml_collections.ConfigDict, epoch: int, num_groups: int) -> np.ndarray:
   """float32 [G], bottom first: 1 for the groups that train in `epoch` (1-based), 0 for the frozen ones."""
-  count = num_groups if not c.unfreeze_every else min(num_groups, (epoch - 1) // c.unfreeze_every + 1)
+  count = unfreezing_stage(c, epoch, num_groups) + 1
   return (np.arange(num_groups) >= num_groups - count).astype(np.float32)
 
 
@@ -119,26 +125,21 @@ def stlr(t: int, steps: int, cut_frac: float, ratio: float) -> float:
 
 def cycle_epochs(c: ml_collections.ConfigDict, epoch: int, epochs: int, num_groups: int) -> range:
   """The epochs of the STLR cycle holding `epoch`: its unfreezing stage, or the whole run without unfreezing."""
-  every = c.unfreeze_every
-  last_start = (num_groups - 1) * every + 1
-  if not every or epoch >= last_start:
-    return range(last_start if every else 1, epochs + 1)
-  start = (epoch - 1) // every * every + 1
-  return range(start, start + every)
+  stage = unfreezing_stage(c, epoch, num_groups)
+  start = stage * c.unfreeze_every + 1
+  return range(start, epochs + 1) if stage == num_groups - 1 else range(start, start + c.unfreeze_every)
 
 
-def stage_lr_factor(c: ml_collections.ConfigDict, epoch: int) -> float:
+def stage_lr_factor(c: ml_collections.ConfigDict, epoch: int, num_groups: int) -> float:
   """The factor of `epoch`'s unfreezing stage on the lr (stage_lr_factors; 1 without them)."""
-  if not c.stage_lr_factors:
-    return 1.0
-  return float(c.stage_lr_factors[min((epoch - 1) // c.unfreeze_every, len(c.stage_lr_factors) - 1)])
+  return float(c.stage_lr_factors[unfreezing_stage(c, epoch, num_groups)]) if c.stage_lr_factors else 1.0
 
 
 def epoch_lr_scales(c: ml_collections.ConfigDict, epoch: int, epochs: int, num_groups: int,
                     steps_in: Callable[[int], int]) -> np.ndarray:
   """The factor of each step of `epoch` on the epoch's lr: its stage's factor times STLR's (1 under an epoch-level
   schedule). `steps_in(e)`: the number of steps of epoch e."""
-  steps, stage = steps_in(epoch), stage_lr_factor(c, epoch)
+  steps, stage = steps_in(epoch), stage_lr_factor(c, epoch, num_groups)
   if c.schedule != "stlr":
     return np.full(steps, stage)
   cycle = cycle_epochs(c, epoch, epochs, num_groups)
