@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -82,3 +83,11 @@ def in_optimised_process(target: str, **kwargs: Any) -> Any:
                         env=xla_session.optimised_environment(), timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 300.0) -> None:
+  """Polls `condition` every 0.1 s; fails the test if `timeout_s` pass first."""
+  deadline = time.time() + timeout_s
+  while not condition():
+    assert time.time() < deadline, f"timed out waiting until {what}"
+    time.sleep(0.1)

@@ -14,12 +14,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 
 import pytest
 
 from lm_jax import config_file as config_files, metrics, sweep as sweep_lib, sweep_report, sweep_runner
 from lm_jax.errors import UserError
+from tests.conftest import wait_until
 from tests.test_cli import assert_one_line_error, snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,13 +123,6 @@ def read(path: str) -> str:
     return f.read()
 
 
-def wait_until(condition, what: str) -> None:
-  deadline = time.time() + TIMEOUT_S
-  while not condition():
-    assert time.time() < deadline, f"timed out waiting until {what}"
-    time.sleep(0.1)
-
-
 def has_ended(pid: int) -> bool:
   """Gone, or a zombie nobody reaped yet."""
   try:
@@ -153,7 +146,7 @@ def signal_sweep_once_its_last_run_trains(args: list[str], env: dict, sig: signa
       if line.startswith("| [3/3]") and ": started" in line:
         break
     assert lines and ": started" in lines[-1], "".join(lines)
-    wait_until(lambda: read(last_run_log).count("first train step") > steps_before, "the last run trains")
+    wait_until(lambda: read(last_run_log).count("first train step") > steps_before, "the last run trains", TIMEOUT_S)
     sweep.send_signal(sig)
     rest, _ = sweep.communicate(timeout=TIMEOUT_S)
   finally:
@@ -174,7 +167,7 @@ def test_a_stopped_or_killed_sweep_resumes_without_rerunning_finished_runs_and_a
   assert re.search(rf"^\| \[1/3\] {good}: finished in [\d.]+s: test ppl [\d.]+$", output, re.M), output
   assert re.search(rf"^\| \[2/3\] {bad}: failed in [\d.]+s \(exit status 2\): train.py: error: the train split has "
                    r"\d+ tokens, too few for batch size 100000; use a smaller batch size or more data$", output, re.M), output
-  wait_until(lambda: has_ended(pid), "the last run has stopped")
+  wait_until(lambda: has_ended(pid), "the last run has stopped", TIMEOUT_S)
   assert read(log).count("stopped by SIGTERM") == 1
   assert sweep_runner.final_result(os.path.join(workdir, last)) is None
   finished_before = snapshot(os.path.join(workdir, good))

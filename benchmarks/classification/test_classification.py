@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from benchmarks.classification import datasets, nbsvm, report
 from benchmarks.classification.speed import QUICK_SHAPE
 from benchmarks.common.worker import REPO
 from benchmarks.conftest import quick_benchmark
+from tests.conftest import wait_until
 
 POSITIVE, NEGATIVE = "great", "awful"
 SEEDS = 2
@@ -333,13 +333,6 @@ def workers_of(root: Path) -> list[int]:
   return found
 
 
-def wait_for(condition, what: str, timeout: float = 120.0) -> None:
-  deadline = time.monotonic() + timeout
-  while not condition():
-    assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-    time.sleep(0.05)
-
-
 def epoch_numbers(fold: Path) -> list[int]:
   return [int(json.loads(line)["epoch"]) for line in (fold / "metrics.jsonl").read_text().splitlines()
           if "epoch_seconds" in line]
@@ -359,10 +352,11 @@ def test_a_stopped_benchmark_leaves_no_worker_and_the_same_command_continues_its
   def start_and_stop(signal_number: int) -> tuple[int, str]:
     benchmark = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = len(epoch_numbers(fold)) if (fold / "metrics.jsonl").exists() else 0
-    wait_for(lambda: (fold / "metrics.jsonl").exists() and len(epoch_numbers(fold)) > done, "an epoch to end")
+    wait_until(lambda: (fold / "metrics.jsonl").exists() and len(epoch_numbers(fold)) > done, "an epoch ends",
+               timeout_s=120)
     benchmark.send_signal(signal_number)
     _, stderr = benchmark.communicate(timeout=120)
-    wait_for(lambda: not workers_of(tmp_path), "the worker to end")
+    wait_until(lambda: not workers_of(tmp_path), "the worker has ended", timeout_s=120)
     return benchmark.returncode, stderr
 
   status, _ = start_and_stop(signal.SIGKILL)
