@@ -13,8 +13,8 @@ import tempfile
 import time
 
 from lm_jax.classify import config as config_lib
-from lm_jax.errors import Preempted
 from lm_jax.classify.train import train_and_evaluate
+from lm_jax.errors import Preempted
 from lm_jax.metrics import read_records
 from lm_jax.runner import RESUME_HINT
 
